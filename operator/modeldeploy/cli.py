@@ -1,0 +1,165 @@
+"""`modeldeploy render | crd | catalog`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from . import API_VERSION, KIND
+from .api import ModelDeploymentSpec
+from .catalog import Catalog, CatalogError, format_size, load_catalog
+from .config import load_config
+from .crd import crd_yaml
+from .errors import PlanError
+from .plan import make_plan
+from .render import render
+
+
+class UsageError(Exception):
+    """A problem with what the user gave the command; printed without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UsageError, CatalogError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except PlanError as err:
+        print(f"error: {err.message} ({err.reason})", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rend = sub.add_parser("render", help="print the objects a ModelDeployment file becomes")
+    rend.add_argument("-f", "--filename", type=Path, required=True,
+                      help="ModelDeployment YAML ('-' for stdin)")
+    rend.add_argument("--namespace", "-n", default=None,
+                      help="namespace when the file names none (default: default)")
+    rend.add_argument("--config", type=Path, help="operator defaults (YAML)")
+    rend.add_argument("--catalog", type=Path, action="append", default=[])
+    rend.add_argument("--cache-complete", action="store_true",
+                      help="render as if the weights were already cached (no download Job)")
+    rend.set_defaults(func=_render)
+
+    crd = sub.add_parser("crd", help="print the ModelDeployment CRD")
+    crd.set_defaults(func=lambda _a: print(crd_yaml(), end="") or 0)
+
+    cat = sub.add_parser("catalog", help="list or show catalog models")
+    cat.add_argument("--catalog", type=Path, action="append", default=[])
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
+    cat_sub.add_parser("list", help="one line per model").set_defaults(func=_catalog_list)
+    show = cat_sub.add_parser("show", help="one model's specs and engines")
+    show.add_argument("name")
+    show.set_defaults(func=_catalog_show)
+    return parser
+
+
+def _read_documents(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path} is not valid YAML: {err}") from err
+    if not docs:
+        raise UsageError(f"{path} holds no object")
+    return docs
+
+
+def _render(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    config = load_config(args.config)
+    out: list[dict[str, Any]] = []
+    for doc in _read_documents(args.filename):
+        name, namespace, spec = _parse_model_deployment(doc, args.namespace)
+        plan = make_plan(name, namespace, spec, catalog, config)
+        out += render(plan, config, cache_complete=args.cache_complete)
+    print(yaml.safe_dump_all(out, sort_keys=False, width=100), end="")
+    return 0
+
+
+def _parse_model_deployment(doc: Any, namespace: str | None
+                            ) -> tuple[str, str, ModelDeploymentSpec]:
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+        raise UsageError(f"expected kind {KIND} ({API_VERSION}), got {kind!r}")
+    if doc.get("apiVersion") != API_VERSION:
+        raise UsageError(f"expected apiVersion {API_VERSION}, got {doc.get('apiVersion')!r}")
+    meta = doc.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise UsageError("metadata.name is required")
+    try:
+        spec = ModelDeploymentSpec.model_validate(doc.get("spec") or {})
+    except ValidationError as err:
+        raise UsageError(f"{name}: invalid spec:\n{_validation_lines(err)}") from err
+    return name, meta.get("namespace") or namespace or "default", spec
+
+
+def _validation_lines(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = "spec." + ".".join(str(p) for p in e["loc"]) if e["loc"] else "spec"
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _catalog_list(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    rows = [("MODEL", "ABILITIES", "SIZES (B)", "FORMATS", "ENGINES")]
+    for family in sorted(catalog.families.values(), key=lambda f: f.name.lower()):
+        sizes = sorted({s.sizeInBillions for s in family.specs})
+        formats = sorted({s.format.value for s in family.specs})
+        engines = _all_engines(catalog, family.name)
+        rows.append((family.name, ",".join(family.abilities),
+                     ",".join(format_size(s) for s in sizes), ",".join(formats),
+                     ",".join(engines)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _all_engines(catalog: Catalog, name: str) -> list[str]:
+    family = catalog.families[name]
+    found = {e.value for s in family.specs for q in s.quantizations
+             for e in catalog.engines_allowed(family, s, q)}
+    return [e for e in ("vllm", "sglang", "transformers") if e in found]
+
+
+def _catalog_show(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    family = catalog.family(args.name)
+    if family is None:
+        close = catalog.close_names(args.name)
+        hint = f"; did you mean: {', '.join(close)}" if close else ""
+        raise UsageError(f"model {args.name!r} is not in the catalog{hint}")
+    print(f"{family.name}: {family.description.strip()}")
+    print(f"  abilities: {', '.join(family.abilities)}; languages: {', '.join(family.languages)}")
+    print(f"  context length: {family.contextLength} (default max model len "
+          f"{family.max_model_len}); trust remote code: {str(family.trustRemoteCode).lower()}")
+    for spec in family.specs:
+        print(f"  - {spec.format.value} {format_size(spec.sizeInBillions)}B"
+              + (f" (heads {spec.attentionHeads})" if spec.attentionHeads else ""))
+        for quantization in spec.quantizations:
+            engines = catalog.engines_allowed(family, spec, quantization)
+            print(f"      {quantization}: {', '.join(e.value for e in engines)}")
+        for hub, source in spec.sources.items():
+            print(f"      {hub.value}: {source.modelId}@{source.revision}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Transformers, served by modeldeploy's own image (``python -m modeldeploy.serve``).
+
+Layers are spread over the replica's GPUs with ``device_map="auto"``, so any GPU count
+works; 8-bit and 4-bit are bitsandbytes quantization at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..api import Engine
+from .base import ENGINE_PORT, EngineModule
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+
+MANAGED = {
+    "--model": "spec.model (the weights are mounted from the cache)",
+    "--host": "the operator (0.0.0.0)",
+    "--port": "the operator (8000; spec.port sets the Service port)",
+    "--served-model-name": "spec.servedModelName",
+    "--quantization": "spec.quantization",
+    "--max-model-len": "spec.maxModelLen",
+}
+
+
+@dataclass(frozen=True)
+class Transformers(EngineModule):
+    def command(self, plan: Plan, model_path: str) -> list[str]:
+        quantization = [] if plan.quantization == "none" else ["--quantization",
+                                                                plan.quantization]
+        return [
+            "python", "-m", "modeldeploy.serve",
+            "--model", model_path,
+            "--served-model-name", plan.served_model_name,
+            "--host", "0.0.0.0",
+            "--port", str(ENGINE_PORT),
+            "--max-model-len", str(plan.max_model_len),
+            *quantization,
+            *self.tail_args(plan),
+        ]
+
+
+MODULE = Transformers(engine=Engine.TRANSFORMERS, tensor_parallel=False,
+                      managed_flags=MANAGED, run_as_non_root=True)

@@ -1,0 +1,254 @@
+"""Resolve a ModelDeployment spec against the catalog into a plan. No I/O.
+
+The plan says everything rendering needs: which weights (hub, model id, revision), which
+engine and image, how many GPUs per replica and the tensor-parallel size, the context
+length, and the cache claim the weights live in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from .api import Engine, Hub, ModelDeploymentSpec, ModelFormat, RetainPolicy
+from .catalog import Catalog, EngineRule, Family, Spec, format_size
+from .config import OperatorConfig
+from .engines import engine_module
+from .errors import PlanError, Reason
+from .sizing import (
+    GpuNeed,
+    cache_size_gib,
+    download_bytes_per_param,
+    gpu_need,
+    serving_bytes_per_param,
+    tensor_parallel_size,
+    valid_tensor_parallel,
+    weights_gib,
+)
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    claim_name: str
+    size: str
+    storage_class: str | None
+    access_mode: str
+    retain: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    namespace: str
+    spec: ModelDeploymentSpec
+    family: Family
+    catalog_spec: Spec
+    engine: Engine
+    engine_rule: EngineRule
+    hub: Hub
+    model_id: str
+    revision: str
+    image: str
+    gpus: int
+    tensor_parallel: int
+    max_model_len: int
+    served_model_name: str
+    need: GpuNeed
+    cache: CachePlan
+
+    @property
+    def quantization(self) -> str:
+        return self.spec.quantization
+
+    @property
+    def trust_remote_code(self) -> bool:
+        return self.family.trustRemoteCode
+
+    @property
+    def title(self) -> str:
+        return describe(self.family.name, self.spec.format, self.spec.sizeInBillions,
+                        self.spec.quantization)
+
+
+def describe(model: str, fmt: ModelFormat, size: float, quantization: str) -> str:
+    return f"{model} {format_size(size)}B {fmt.value} {quantization}"
+
+
+def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Catalog,
+              config: OperatorConfig) -> Plan:
+    """Resolve the spec, or raise PlanError with a sentence a user can act on."""
+    family = _family(spec, catalog)
+    cat_spec = _catalog_spec(spec, family, catalog)
+    spec = spec.model_copy(update={"quantization": _catalog_spelling(spec.quantization,
+                                                                     cat_spec)})
+    engine = _engine(spec, family, cat_spec, catalog)
+    rule = catalog.engine_rule(family, cat_spec, engine)
+    assert rule is not None  # _engine only returns engines the family has a rule for
+    module = engine_module(engine)
+    module.check_engine_args(spec.engineArgs)
+    hub = spec.hub
+    source = cat_spec.sources.get(hub)
+    if source is None:
+        hubs = ", ".join(h.value for h in cat_spec.sources)
+        raise PlanError(Reason.HUB_NOT_AVAILABLE,
+                        f"{family.name} {format_size(cat_spec.sizeInBillions)}B is not published "
+                        f"on {hub.value}; available hubs: {hubs}")
+    need = gpu_need(
+        weights_gib(cat_spec.parameters_b, serving_bytes_per_param(spec.quantization)),
+        family.memoryHeadroom if family.memoryHeadroom is not None else config.memoryHeadroom,
+        spec.gpu.memoryGiB or config.gpuMemoryGiB, config.usableGpuFraction)
+    title = describe(family.name, spec.format, spec.sizeInBillions, spec.quantization)
+    gpus = _gpus(spec, cat_spec, need, module.tensor_parallel, config, title)
+    revision = spec.revision or source.revision
+    return Plan(
+        name=name, namespace=namespace, spec=spec, family=family, catalog_spec=cat_spec,
+        engine=engine, engine_rule=rule, hub=hub, model_id=source.modelId, revision=revision,
+        image=_image(spec, engine, rule, config),
+        gpus=gpus, tensor_parallel=gpus if module.tensor_parallel else 1,
+        max_model_len=_max_model_len(spec, family),
+        served_model_name=spec.servedModelName or name, need=need,
+        cache=_cache(spec, cat_spec, hub, source.modelId, revision, config),
+    )
+
+
+def _family(spec: ModelDeploymentSpec, catalog: Catalog) -> Family:
+    family = catalog.family(spec.model)
+    if family is not None:
+        return family
+    close = catalog.close_names(spec.model)
+    hint = f"did you mean: {', '.join(close)}? " if close else ""
+    raise PlanError(Reason.UNKNOWN_MODEL,
+                    f"model {spec.model!r} is not in the catalog; {hint}"
+                    f"`modeldeploy catalog list` shows all {len(catalog.families)} models")
+
+
+def _catalog_spec(spec: ModelDeploymentSpec, family: Family, catalog: Catalog) -> Spec:
+    found = catalog.find_spec(family, spec.format, spec.sizeInBillions)
+    if found is None:
+        offered = ", ".join(f"{s.format.value} {format_size(s.sizeInBillions)}B"
+                            for s in family.specs)
+        raise PlanError(Reason.UNKNOWN_SPEC,
+                        f"{family.name} has no {spec.format.value} spec of "
+                        f"{format_size(spec.sizeInBillions)}B; available: {offered}")
+    if _catalog_spelling(spec.quantization, found) not in found.quantizations:
+        raise PlanError(Reason.UNKNOWN_QUANTIZATION,
+                        f"{family.name} {format_size(found.sizeInBillions)}B "
+                        f"{found.format.value} has no quantization {spec.quantization!r}; "
+                        f"available: {', '.join(found.quantizations)}")
+    return found
+
+
+def _catalog_spelling(quantization: str, spec: Spec) -> str:
+    """Xinference writes fp8 where the catalog writes FP8: match without case."""
+    by_case = {q.lower(): q for q in spec.quantizations}
+    return by_case.get(quantization.lower(), quantization)
+
+
+def _engine(spec: ModelDeploymentSpec, family: Family, cat_spec: Spec,
+            catalog: Catalog) -> Engine:
+    allowed = catalog.engines_allowed(family, cat_spec, spec.quantization)
+    if spec.engine is None:
+        return allowed[0]  # the catalog guarantees one per listed quantization
+    if spec.engine in allowed:
+        return spec.engine
+    title = describe(family.name, spec.format, spec.sizeInBillions, spec.quantization)
+    raise PlanError(Reason.ENGINE_NOT_ALLOWED,
+                    f"engine {spec.engine.value} cannot serve {title}; engines that can: "
+                    f"{', '.join(e.value for e in allowed)}")
+
+
+def _gpus(spec: ModelDeploymentSpec, cat_spec: Spec, need: GpuNeed, tensor_parallel: bool,
+          config: OperatorConfig, title: str) -> int:
+    heads = cat_spec.attentionHeads
+    limit = config.maxGpusPerNode
+    memory = f"{need.required_gib:.0f} GiB ({need.weights_gib:.0f} GiB of weights + headroom)"
+    per_gpu = f"{need.usable_per_gpu_gib:.0f} GiB usable"
+    if spec.gpu.count is not None:
+        count = spec.gpu.count
+        if count < need.minimum_gpus:
+            raise PlanError(Reason.INVALID_GPU_COUNT,
+                            f"gpu.count {count} is too few for {title}: it needs about {memory}, "
+                            f"{count} GPU(s) give {count * need.usable_per_gpu_gib:.0f} GiB "
+                            f"({per_gpu} each); it needs at least {need.minimum_gpus}")
+        if tensor_parallel and not valid_tensor_parallel(count, heads):
+            raise PlanError(Reason.INVALID_GPU_COUNT,
+                            f"gpu.count {count} is not a valid tensor-parallel size for {title}: "
+                            f"it must be a power of two{_heads_clause(heads)} "
+                            f"({', '.join(map(str, _tp_sizes(heads, limit)))})")
+        gpus = count
+    elif tensor_parallel:
+        found = tensor_parallel_size(need.minimum_gpus, heads, limit)
+        if found is None:
+            raise _too_big(title, need, memory, per_gpu, limit, heads)
+        gpus = found
+    else:
+        gpus = need.minimum_gpus
+    if gpus > limit:
+        raise _too_big(title, need, memory, per_gpu, limit, heads)
+    return gpus
+
+
+def _too_big(title: str, need: GpuNeed, memory: str, per_gpu: str, limit: int,
+             heads: int | None) -> PlanError:
+    return PlanError(
+        Reason.NO_GPU_FITS,
+        f"{title} needs about {memory}: {need.minimum_gpus} GPUs at {per_gpu} each, but a "
+        f"node holds at most {limit} (multi-node serving is not supported); use GPUs with "
+        f"more memory (gpu.memoryGiB), a smaller or quantized spec")
+
+
+def _heads_clause(heads: int | None) -> str:
+    return f" dividing the {heads} attention heads" if heads else ""
+
+
+def _tp_sizes(heads: int | None, limit: int) -> list[int]:
+    sizes, size = [], 1
+    while size <= limit:
+        if heads is None or heads % size == 0:
+            sizes.append(size)
+        size *= 2
+    return sizes
+
+
+def _max_model_len(spec: ModelDeploymentSpec, family: Family) -> int:
+    if spec.maxModelLen is None:
+        return family.max_model_len
+    if spec.maxModelLen > family.contextLength:
+        raise PlanError(Reason.INVALID_MAX_MODEL_LEN,
+                        f"maxModelLen {spec.maxModelLen} exceeds {family.name}'s context length "
+                        f"{family.contextLength}")
+    return spec.maxModelLen
+
+
+def _image(spec: ModelDeploymentSpec, engine: Engine, rule: EngineRule,
+           config: OperatorConfig) -> str:
+    if spec.image:
+        return spec.image
+    key = f"{engine.value}-{rule.imageVariant}" if rule.imageVariant else engine.value
+    if key not in config.images:
+        raise PlanError(Reason.IMAGE_NOT_CONFIGURED,
+                        f"the operator has no image for {key}; set images.{key} in its "
+                        f"configuration or spec.image")
+    return config.images[key]
+
+
+def _cache(spec: ModelDeploymentSpec, cat_spec: Spec, hub: Hub, model_id: str, revision: str,
+           config: OperatorConfig) -> CachePlan:
+    download = weights_gib(cat_spec.parameters_b,
+                           download_bytes_per_param(spec.format, spec.quantization))
+    return CachePlan(
+        claim_name=cache_claim_name(hub, model_id, revision),
+        size=spec.cache.size or f"{cache_size_gib(download, config.cacheMargin)}Gi",
+        storage_class=spec.cache.storageClassName or config.storageClassName,
+        access_mode=(spec.cache.accessMode or config.cacheAccessMode).value,
+        retain=spec.cache.retainPolicy is RetainPolicy.RETAIN,
+    )
+
+
+def cache_claim_name(hub: Hub, model_id: str, revision: str) -> str:
+    """One name per weights: readable prefix, hash of the exact coordinates for uniqueness."""
+    digest = hashlib.sha256(f"{hub.value}/{model_id}@{revision}".encode()).hexdigest()[:10]
+    hub_short = "hf" if hub is Hub.HUGGINGFACE else "ms"
+    readable = re.sub(r"[^a-z0-9]+", "-", model_id.split("/", 1)[-1].lower()).strip("-")
+    return f"weights-{hub_short}-{readable[:36].rstrip('-')}-{digest}"
