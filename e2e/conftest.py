@@ -68,3 +68,12 @@ def _delete_namespace(cluster: Cluster, name: str) -> None:
     cluster.kubectl(
         "delete", "pods", "--all", "-n", name, "--force", "--grace-period=0", "--wait=false"
     )
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> None:
+    """The ModelDeployment CRD, installed once per session and established."""
+    root = Path(__file__).resolve().parent.parent
+    cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/modeldeployments.modeldeploy.dev")

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
 from harness import Cluster
 
 T = TypeVar("T")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from modeldeploy.catalog import Catalog, builtin_catalog
 from modeldeploy.config import OperatorConfig
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from modeldeploy.api import Engine, Hub, ModelFormat
 from modeldeploy.catalog import Catalog, CatalogError, load_catalog
 from modeldeploy.catalog.loader import load_catalog_file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import kubernetes_validate
 import yaml
+
 from modeldeploy.crd import crd, crd_yaml
 from support import KUBERNETES_VERSION, ROOT
 

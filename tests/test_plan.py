@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from modeldeploy.api import Engine, ModelDeploymentSpec
 from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig

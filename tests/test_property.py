@@ -7,6 +7,7 @@ from typing import Any
 import kubernetes_validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from modeldeploy.api import ModelDeploymentSpec
 from modeldeploy.catalog import builtin_catalog
 from modeldeploy.config import OperatorConfig

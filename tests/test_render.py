@@ -6,6 +6,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+
 from modeldeploy.api import Hub, ModelDeploymentSpec
 from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig
@@ -206,3 +207,16 @@ def test_service(catalog: Catalog, config: OperatorConfig) -> None:
     assert (port["port"], port["targetPort"]) == (9000, "http")
     assert objects["Service"]["spec"]["selector"] == \
         objects["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(("size", "fits_40gb"), [(16, True), (236, False)])
+def test_gpu_memory_affinity(catalog: Catalog, config: OperatorConfig, size: int,
+                             fits_40gb: bool) -> None:
+    objects = by_kind(render(make(catalog, config, model="deepseek-v2-chat",
+                                  sizeInBillions=size), config))
+    terms = objects["Deployment"]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    threshold = int(terms[0]["matchExpressions"][0]["values"][0])
+    assert (threshold < 40960) is fits_40gb
+    assert threshold < 81559  # an H100 80GB as GPU feature discovery reports it
+    assert terms[1]["matchExpressions"][0]["operator"] == "DoesNotExist"

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import components
 import yaml
+
+import components
 from certs import ClientIdentity, Pki, make_pki
 from components import Kubeconfigs, Ports
 from kubeapi import ApiClient, ApiError, Credentials

@@ -1,4 +1,4 @@
-"""`modeldeploy render | crd | catalog`."""
+"""`modeldeploy run | render | crd | catalog`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument("--namespace", "-n", action="append", default=[],
+                     help="watch only this namespace (repeatable; default: all namespaces)")
+    run.add_argument("--config", type=Path, help="operator defaults (YAML)")
+    run.add_argument("--catalog", type=Path, action="append", default=[],
+                     help="extra catalog file or folder (YAML, or Xinference JSON)")
+    run.add_argument("--metrics-port", type=int, default=8080,
+                     help="Prometheus metrics port (0: off)")
+    run.add_argument("--health-port", type=int, default=8081,
+                     help="liveness endpoint port, /healthz (0: off)")
+    run.set_defaults(func=_run)
+
     rend = sub.add_parser("render", help="print the objects a ModelDeployment file becomes")
     rend.add_argument("-f", "--filename", type=Path, required=True,
                       help="ModelDeployment YAML ('-' for stdin)")
@@ -63,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.set_defaults(func=_catalog_show)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .controller import run_operator  # the operator's dependencies load only here
+
+    return run_operator(namespaces=args.namespace, config_path=args.config,
+                        catalog_paths=args.catalog, metrics_port=args.metrics_port,
+                        health_port=args.health_port)
 
 
 def _read_documents(path: Path) -> list[dict[str, Any]]:

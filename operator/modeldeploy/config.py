@@ -44,6 +44,9 @@ class OperatorConfig(BaseModel):
                                description="PVC size margin over the weights' size.")
     shmSizeGiB: int = Field(default=16, ge=1)
     downloadBackoffLimit: int = Field(default=3, ge=0)
+    downloadPodAnnotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of download pods (e.g. to keep a "
+                                          "service-mesh sidecar out of a Job).")
     clusterDomain: str = "cluster.local"
 
     def image_for(self, name: str) -> str:

@@ -166,9 +166,17 @@ def download_job(plan: Plan, config: OperatorConfig, owners: list[Obj]) -> Obj:
                                    REVISION_ANNOTATION: plan.revision}),
         "spec": {
             "backoffLimit": config.downloadBackoffLimit,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": _pod_meta(labels, config.downloadPodAnnotations),
+                         "spec": pod_spec},
         },
     }
+
+
+def _pod_meta(labels: dict[str, str], annotations: dict[str, str]) -> Obj:
+    meta: Obj = {"labels": labels}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
 
 
 def _pod_security(uid: int | None) -> Obj:
@@ -241,6 +249,25 @@ def engine_container(plan: Plan, config: OperatorConfig) -> Obj:
     }
 
 
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU, set by GPU feature discovery
+
+
+def min_gpu_memory_mib(plan: Plan) -> int:
+    """The smallest GPU this replica fits on, given how its memory need is split."""
+    return int(plan.need.required_gib / plan.gpus / plan.need.usable_fraction * 1024)
+
+
+def gpu_memory_affinity(plan: Plan) -> Obj:
+    """Nodes whose GPUs are too small are excluded; nodes that do not say are allowed."""
+    threshold = str(min_gpu_memory_mib(plan) - 1)
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [
+            {"matchExpressions": [{"key": GPU_MEMORY_LABEL, "operator": "Gt",
+                                   "values": [threshold]}]},
+            {"matchExpressions": [{"key": GPU_MEMORY_LABEL, "operator": "DoesNotExist"}]},
+        ]}}}
+
+
 def deployment(plan: Plan, config: OperatorConfig, owner: Obj | None) -> Obj:
     module = engine_module(plan.engine)
     selector = serving_labels(plan.name)
@@ -263,11 +290,10 @@ def deployment(plan: Plan, config: OperatorConfig, owner: Obj | None) -> Obj:
     }
     if plan.spec.gpu.nodeSelector:
         pod_spec["nodeSelector"] = dict(plan.spec.gpu.nodeSelector)
+    pod_spec["affinity"] = gpu_memory_affinity(plan)
     if tolerations:
         pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in tolerations]
-    template_meta: Obj = {"labels": pod_labels}
-    if plan.spec.podAnnotations:
-        template_meta["annotations"] = dict(plan.spec.podAnnotations)
+    template_meta = _pod_meta(pod_labels, plan.spec.podAnnotations)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -43,6 +43,7 @@ class GpuNeed:
     weights_gib: float
     required_gib: float
     usable_per_gpu_gib: float
+    usable_fraction: float
     minimum_gpus: int
 
 
@@ -50,7 +51,8 @@ def gpu_need(weights: float, headroom: float, gpu_memory_gib: float,
              usable_fraction: float) -> GpuNeed:
     required = weights * (1 + headroom)
     usable = gpu_memory_gib * usable_fraction
-    return GpuNeed(weights, required, usable, max(1, math.ceil(required / usable - 1e-9)))
+    return GpuNeed(weights, required, usable, usable_fraction,
+                   max(1, math.ceil(required / usable - 1e-9)))
 
 
 def next_power_of_two(n: int) -> int:

@@ -1,0 +1,134 @@
+"""Run `modeldeploy run` as a real process against the test cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from harness import Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60,
+             interval: float = 0.3) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class OperatorProcess:
+    """One operator watching one namespace, with its log and metrics."""
+
+    def __init__(self, cluster: Cluster, namespace: str, workdir: Path,
+                 config: dict[str, Any] | None = None,
+                 kubeconfig: Path | None = None) -> None:
+        self.cluster, self.namespace, self.workdir = cluster, namespace, workdir
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.config_path = workdir / "operator-config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config or {}))
+        self.log_path = workdir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+
+    def start(self) -> OperatorProcess:
+        self.metrics_port = free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "modeldeploy.cli", "run", "--namespace", self.namespace,
+                 "--config", str(self.config_path), "--metrics-port", str(self.metrics_port),
+                 "--health-port", "0"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True)
+        wait_for("the operator's metrics endpoint", self._metrics_up, timeout=30)
+        return self
+
+    def _metrics_up(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"the operator exited:\n{self.log()[-3000:]}")
+        try:
+            self.metrics()
+        except OSError:
+            return False
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("modeldeploy_") and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def writes(self) -> float:
+        """Every write request the operator's reconciles made (applies, deletes, status)."""
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("modeldeploy_api_requests_total") and
+                   any(f'verb="{verb}"' in k for verb in ("apply", "delete", "patch")))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure or OOM would: no cleanup runs."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def get(cluster: Cluster, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    found = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    obj: dict[str, Any] = json.loads(found.stdout)
+    return obj
+
+
+def items(cluster: Cluster, kind: str, namespace: str, *selector: str) -> list[dict[str, Any]]:
+    found = cluster.kubectl("get", kind, "-n", namespace, "-o", "json", *selector)
+    listed: list[dict[str, Any]] = json.loads(found.stdout)["items"]
+    return listed
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            found: dict[str, Any] = cond
+            return found
+    return {}

@@ -1,0 +1,162 @@
+"""What the children say, turned into a phase and conditions. Pure: no I/O.
+
+The controller reads the cache claim, download Job and its pods, the Deployment and its
+pods, and the claim's events; ``assess`` decides what the status must say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import Condition, Phase
+from .conditions import AVAILABLE, CACHE_READY, DEGRADED, Why, condition
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Observed:
+    cache_complete: bool
+    claim: Obj | None = None
+    claim_events: list[Obj] = field(default_factory=list)
+    job: Obj | None = None
+    job_pods: list[Obj] = field(default_factory=list)
+    deployment: Obj | None = None
+    pods: list[Obj] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    phase: Phase
+    conditions: list[Condition]
+    replicas: int = 0
+    ready_replicas: int = 0
+
+    @property
+    def problem(self) -> Condition | None:
+        """The condition that explains a failed or stuck state, for a Warning event."""
+        for cond in self.conditions:
+            bad = "True" if cond.type == DEGRADED else "False"
+            if cond.status.value == bad and cond.reason not in _PROGRESS:
+                return cond
+        return None
+
+
+# Reasons of conditions that are not (yet) true on the normal way to Ready.
+_PROGRESS = {Why.DOWNLOADING, Why.BINDING, Why.STARTING, Why.WAITING_FOR_CACHE,
+             Why.SCALED_TO_ZERO}
+
+
+def assess(observed: Observed, desired_replicas: int) -> Assessment:
+    if not observed.cache_complete:
+        cache, phase = _cache_condition(observed)
+        waiting = condition(AVAILABLE, False, Why.WAITING_FOR_CACHE,
+                            "the engine starts once the weights are in the cache")
+        return Assessment(phase, [cache, waiting])
+    cache = condition(CACHE_READY, True, Why.CACHE_COMPLETE, "the weights are in the cache")
+    return _serving(observed, desired_replicas, cache)
+
+
+def _cache_condition(observed: Observed) -> tuple[Condition, Phase]:
+    claim_phase = (observed.claim or {}).get("status", {}).get("phase")
+    if observed.claim is not None and claim_phase != "Bound":
+        name = observed.claim["metadata"]["name"]
+        warning = _latest_warning(observed.claim_events)
+        if warning is None:
+            return (condition(CACHE_READY, False, Why.BINDING,
+                              f"waiting for cache claim {name} to be bound"), Phase.PENDING)
+        return (condition(CACHE_READY, False, Why.CACHE_PENDING,
+                          f"cache claim {name} is {claim_phase or 'Pending'}: {warning}"),
+                Phase.PENDING)
+    failed = _job_failure(observed.job)
+    if failed:
+        detail = _pod_failure(observed.job_pods)
+        return (condition(CACHE_READY, False, Why.DOWNLOAD_FAILED,
+                          f"download failed: {failed}" + (f"; {detail}" if detail else "")),
+                Phase.FAILED)
+    for pod in observed.job_pods:
+        waiting = _waiting(pod)
+        if waiting and waiting[0] == "CreateContainerConfigError":
+            return (condition(CACHE_READY, False, Why.SECRET_MISSING,
+                              f"the download cannot start: {waiting[1]}"), Phase.PENDING)
+    return (condition(CACHE_READY, False, Why.DOWNLOADING, "downloading the weights"),
+            Phase.DOWNLOADING)
+
+
+def _serving(observed: Observed, desired: int, cache: Condition) -> Assessment:
+    status = (observed.deployment or {}).get("status", {})
+    ready = int(status.get("readyReplicas") or 0)
+    degraded = condition(DEGRADED, ready < desired,
+                         Why.REPLICAS_UNAVAILABLE if ready < desired else Why.ALL_REPLICAS_READY,
+                         f"{ready} of {desired} replicas ready")
+    if desired == 0:
+        available = condition(AVAILABLE, False, Why.SCALED_TO_ZERO, "replicas is 0")
+        return Assessment(Phase.READY, [cache, available], 0, 0)
+    if ready > 0:
+        available = condition(AVAILABLE, True, Why.READY,
+                              f"{ready} of {desired} replicas ready")
+        return Assessment(Phase.READY, [cache, available, degraded], desired, ready)
+    reason, message, phase = _not_ready(observed.pods)
+    available = condition(AVAILABLE, False, reason, message)
+    return Assessment(phase, [cache, available, degraded], desired, ready)
+
+
+def _not_ready(pods: list[Obj]) -> tuple[str, str, Phase]:
+    for pod in pods:
+        unschedulable = _unschedulable(pod)
+        if unschedulable:
+            return Why.UNSCHEDULABLE, f"no node fits: {unschedulable}", Phase.PENDING
+    for pod in pods:
+        for cs in pod.get("status", {}).get("containerStatuses") or []:
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if last.get("reason") == "OOMKilled":
+                return (Why.OOM_KILLED, "the engine was killed for using too much memory "
+                        "(OOMKilled): raise resources.limits.memory, or give it more GPUs "
+                        "(gpu.count) or a shorter maxModelLen", Phase.FAILED)
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff":
+                return (Why.CRASH_LOOP, f"the engine keeps crashing (restarted "
+                        f"{cs.get('restartCount', 0)} times): {waiting.get('message', '')}"
+                        .rstrip(": "), Phase.FAILED)
+    return Why.STARTING, "the engine is loading the model", Phase.STARTING
+
+
+def _unschedulable(pod: Obj) -> str | None:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
+                cond.get("reason") == "Unschedulable":
+            return str(cond.get("message", "")).strip()
+    return None
+
+
+def _waiting(pod: Obj) -> tuple[str, str] | None:
+    for cs in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):
+            return waiting["reason"], waiting.get("message", "")
+    return None
+
+
+def _job_failure(job: Obj | None) -> str | None:
+    for cond in (job or {}).get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return f"{cond.get('reason', 'Failed')}: {cond.get('message', '')}".rstrip(": ")
+    return None
+
+
+def _pod_failure(pods: list[Obj]) -> str | None:
+    for pod in pods:
+        for cs in pod.get("status", {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("exitCode"):
+                return f"the downloader exited with code {term['exitCode']}"
+    return None
+
+
+def _latest_warning(events: list[Obj]) -> str | None:
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    if not warnings:
+        return None
+    latest = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return str(latest.get("message", "")).strip()

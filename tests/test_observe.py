@@ -1,0 +1,111 @@
+"""Status decisions from observed children, by table (pure: no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modeldeploy.api import Phase
+from modeldeploy.desired import matches
+from modeldeploy.observe import Observed, assess
+
+Obj = dict[str, Any]
+CLAIM_BOUND = {"metadata": {"name": "c"}, "status": {"phase": "Bound"}}
+CLAIM_PENDING = {"metadata": {"name": "c"}, "status": {"phase": "Pending"}}
+NO_CLASS = {"type": "Warning", "reason": "ProvisioningFailed",
+            "message": 'storageclass.storage.k8s.io "x" not found'}
+JOB_FAILED = {"status": {"conditions": [{"type": "Failed", "status": "True",
+                                         "reason": "BackoffLimitExceeded",
+                                         "message": "Job has reached the backoff limit"}]}}
+
+
+def pod(**status: Any) -> Obj:
+    return {"status": status}
+
+
+def container(state: Obj | None = None, last: Obj | None = None, restarts: int = 0) -> Obj:
+    return {"state": state or {}, "lastState": last or {}, "restartCount": restarts}
+
+
+UNSCHEDULABLE = pod(conditions=[{"type": "PodScheduled", "status": "False",
+                                 "reason": "Unschedulable",
+                                 "message": "0/4 nodes are available: 4 Insufficient "
+                                            "nvidia.com/gpu."}])
+CRASHING = pod(containerStatuses=[container({"waiting": {"reason": "CrashLoopBackOff",
+                                                         "message": "back-off 40s"}},
+                                            restarts=3)])
+OOM = pod(containerStatuses=[container({"running": {}},
+                                       {"terminated": {"reason": "OOMKilled",
+                                                       "exitCode": 137}})])
+NO_SECRET = pod(containerStatuses=[container({"waiting": {
+    "reason": "CreateContainerConfigError", "message": 'secret "hf" not found'}})])
+
+
+def deployment(ready: int) -> Obj:
+    return {"status": {"readyReplicas": ready}}
+
+
+CASES = [
+    # (observed, desired replicas) -> (phase, {condition type: (status, reason, message part)})
+    (Observed(False, CLAIM_PENDING), 1, Phase.PENDING,
+     {"CacheReady": ("False", "WaitingForVolume", "to be bound")}),
+    (Observed(False, CLAIM_PENDING, [NO_CLASS]), 1, Phase.PENDING,
+     {"CacheReady": ("False", "CachePending", '"x" not found')}),
+    (Observed(False, CLAIM_BOUND, job={"status": {"active": 1}}), 1, Phase.DOWNLOADING,
+     {"CacheReady": ("False", "Downloading", "downloading"),
+      "Available": ("False", "WaitingForCache", "")}),
+    (Observed(False, CLAIM_BOUND, job=JOB_FAILED, job_pods=[
+        pod(containerStatuses=[container({"terminated": {"exitCode": 1}})])]), 1,
+     Phase.FAILED, {"CacheReady": ("False", "DownloadFailed", "exited with code 1")}),
+    (Observed(False, CLAIM_BOUND, job={}, job_pods=[NO_SECRET]), 1, Phase.PENDING,
+     {"CacheReady": ("False", "SecretMissing", 'secret "hf" not found')}),
+    (Observed(True, CLAIM_BOUND), 1, Phase.STARTING,
+     {"CacheReady": ("True", "CacheComplete", ""), "Available": ("False", "Starting", "")}),
+    (Observed(True, deployment=deployment(0), pods=[UNSCHEDULABLE]), 1, Phase.PENDING,
+     {"Available": ("False", "Unschedulable", "Insufficient nvidia.com/gpu")}),
+    (Observed(True, deployment=deployment(0), pods=[CRASHING]), 1, Phase.FAILED,
+     {"Available": ("False", "CrashLoopBackOff", "restarted 3 times")}),
+    (Observed(True, deployment=deployment(0), pods=[OOM]), 1, Phase.FAILED,
+     {"Available": ("False", "OOMKilled", "resources.limits.memory")}),
+    (Observed(True, deployment=deployment(2)), 2, Phase.READY,
+     {"Available": ("True", "Ready", "2 of 2"), "Degraded": ("False", "AllReplicasReady", "")}),
+    (Observed(True, deployment=deployment(1), pods=[UNSCHEDULABLE]), 2, Phase.READY,
+     {"Available": ("True", "Ready", "1 of 2"),
+      "Degraded": ("True", "ReplicasUnavailable", "1 of 2")}),
+    (Observed(True, deployment=deployment(0)), 0, Phase.READY,
+     {"Available": ("False", "ScaledToZero", "")}),
+]
+
+
+@pytest.mark.parametrize(("observed", "replicas", "phase", "expected"), CASES)
+def test_assess(observed: Observed, replicas: int, phase: Phase,
+                expected: dict[str, tuple[str, str, str]]) -> None:
+    result = assess(observed, replicas)
+    assert result.phase is phase
+    found = {c.type: c for c in result.conditions}
+    for kind, (status, reason, part) in expected.items():
+        assert (found[kind].status.value, found[kind].reason) == (status, reason)
+        assert part in found[kind].message
+
+
+def test_problem_is_what_deserves_a_warning() -> None:
+    ok = assess(Observed(True, deployment=deployment(1)), 1)
+    assert ok.problem is None
+    degraded = assess(Observed(True, deployment=deployment(1)), 2)
+    assert degraded.problem is not None and degraded.problem.reason == "ReplicasUnavailable"
+    downloading = assess(Observed(False, CLAIM_BOUND, job={}), 1)
+    assert downloading.problem is None
+
+
+@pytest.mark.parametrize(("desired", "live", "same"), [
+    ({"a": 1}, {"a": 1, "b": 2}, True),
+    ({"a": 1}, {"a": 2}, False),
+    ({"a": {"b": [1, {"c": "x"}]}}, {"a": {"b": [1, {"c": "x", "d": 0}]}}, True),
+    ({"a": [1, 2]}, {"a": [1]}, False),
+    ({"a": True}, {"a": 1}, False),
+    ({"a": 1}, {"a": 1.0}, True),
+    ({"a": {}}, {}, False),
+])
+def test_matches(desired: Obj, live: Obj, same: bool) -> None:
+    assert matches(desired, live) is same
