@@ -63,6 +63,12 @@ def test_cache_complete_renders_no_job() -> None:
     (MD % ("deepseek-v2-chat", 16, ", gpus: 2"), 2, "spec.gpus: Extra inputs are not permitted"),
     (MD % ("deepseek-v2-chat", -1, ""), 2,
      "spec.sizeInBillions: Input should be greater than 0"),
+    (MD.replace("name: x,", "name: Llama_3,") % ("deepseek-v2-chat", 16, ""), 2,
+     "'Llama_3': metadata.name must be a DNS-1035 label"),
+    (MD.replace("name: x,", f"name: {'m' * 64},") % ("deepseek-v2-chat", 16, ""), 2,
+     "at most 63 characters"),
+    (MD.replace("team-a", "Team_A") % ("deepseek-v2-chat", 16, ""), 2,
+     "namespace 'Team_A' is not a DNS-1123 label"),
     ("kind: Deployment\n", 2, "expected kind ModelDeployment"),
     ("spec: [unclosed\n", 2, "is not valid YAML"),
     ("", 2, "holds no object"),
@@ -72,6 +78,13 @@ def test_errors_are_one_clear_sentence(doc: str, code: int, message: str) -> Non
     assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_output_is_plain_yaml_without_anchors() -> None:
+    """Repeated label maps are written out: no &id001 / *id001 for a human to decode."""
+    result = run("render", "-f", str(EXAMPLES / "deepseek-v2-lite.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "&id" not in result.stdout and "*id" not in result.stdout
 
 
 def test_missing_file() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,13 +13,22 @@ import yaml
 from pydantic import ValidationError
 
 from . import API_VERSION, KIND
-from .api import ModelDeploymentSpec
+from .api import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE_MESSAGE, ModelDeploymentSpec
 from .catalog import Catalog, CatalogError, format_size, load_catalog
 from .config import load_config
 from .crd import crd_yaml
 from .errors import PlanError
 from .plan import make_plan
 from .render import render
+
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Plain YAML for humans and kubectl: repeated dicts are written out, not anchored."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 class UsageError(Exception):
@@ -51,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="Prometheus metrics port (0: off)")
     run.add_argument("--health-port", type=int, default=8081,
                      help="liveness endpoint port, /healthz (0: off)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning"], default="info",
+                     help="log level (debug includes the framework's own messages)")
     run.set_defaults(func=_run)
 
     rend = sub.add_parser("render", help="print the objects a ModelDeployment file becomes")
@@ -82,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
 
     return run_operator(namespaces=args.namespace, config_path=args.config,
                         catalog_paths=args.catalog, metrics_port=args.metrics_port,
-                        health_port=args.health_port)
+                        health_port=args.health_port, log_level=args.log_level)
 
 
 def _read_documents(path: Path) -> list[dict[str, Any]]:
@@ -106,7 +118,7 @@ def _render(args: argparse.Namespace) -> int:
         name, namespace, spec = _parse_model_deployment(doc, args.namespace)
         plan = make_plan(name, namespace, spec, catalog, config)
         out += render(plan, config, cache_complete=args.cache_complete)
-    print(yaml.safe_dump_all(out, sort_keys=False, width=100), end="")
+    print(yaml.dump_all(out, Dumper=_NoAliasDumper, sort_keys=False, width=100), end="")
     return 0
 
 
@@ -121,11 +133,19 @@ def _parse_model_deployment(doc: Any, namespace: str | None
     name = meta.get("name")
     if not name:
         raise UsageError("metadata.name is required")
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or \
+            len(name) > NAME_MAX_LENGTH:
+        raise UsageError(f"{name!r}: {NAME_RULE_MESSAGE}")
+    namespace = meta.get("namespace") or namespace or "default"
+    if not isinstance(namespace, str) or not re.match(NAMESPACE_PATTERN, namespace) or \
+            len(namespace) > NAME_MAX_LENGTH:
+        raise UsageError(f"namespace {namespace!r} is not a DNS-1123 label (lower case letters, "
+                         f"digits and '-', at most {NAME_MAX_LENGTH} characters)")
     try:
         spec = ModelDeploymentSpec.model_validate(doc.get("spec") or {})
     except ValidationError as err:
         raise UsageError(f"{name}: invalid spec:\n{_validation_lines(err)}") from err
-    return name, meta.get("namespace") or namespace or "default", spec
+    return name, namespace, spec
 
 
 def _validation_lines(err: ValidationError) -> str:

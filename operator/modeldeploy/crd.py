@@ -13,7 +13,13 @@ from typing import Any
 import yaml
 
 from . import GROUP, KIND, PLURAL, VERSION
-from .api import ModelDeploymentSpec, ModelDeploymentStatus
+from .api import (
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    NAME_RULE_MESSAGE,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 
 _DROPPED_KEYS = {"title", "$defs"}
 
@@ -38,10 +44,9 @@ PRINTER_COLUMNS = [
 
 # The ModelDeployment's name becomes a Service name, which must be a DNS-1035 label.
 NAME_RULE = {
-    "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && "
-            "size(self.metadata.name) <= 63",
-    "message": "metadata.name must be a DNS-1035 label (lower case letters, digits and '-', "
-               "starting with a letter, at most 63 characters): it names the Service",
+    "rule": f"self.metadata.name.matches('{NAME_PATTERN}') && "
+            f"size(self.metadata.name) <= {NAME_MAX_LENGTH}",
+    "message": NAME_RULE_MESSAGE,
 }
 
 
