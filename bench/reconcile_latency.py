@@ -30,6 +30,7 @@ from lightkube.resources.batch_v1 import Job  # noqa: E402
 from lightkube.resources.core_v1 import PersistentVolumeClaim, Service  # noqa: E402
 
 from harness import Cluster, start_cluster  # noqa: E402
+from modeldeploy.kube import ModelDeploymentResource  # noqa: E402,F401  (registers the kind)
 from operator_process import OperatorProcess  # noqa: E402
 
 CHILD_KINDS = {"PersistentVolumeClaim": PersistentVolumeClaim, "Job": Job, "Service": Service}
@@ -55,13 +56,17 @@ class ChildWatcher:
     def _watch(self, kind: str) -> None:
         watch = self.client.watch(CHILD_KINDS[kind], namespace=self.namespace,
                                   labels={"app.kubernetes.io/managed-by": "modeldeploy"})
-        for _event, obj in watch:
-            owner = self._owner(kind, obj)
-            if owner:
-                with self.lock:
-                    self.seen.setdefault(owner, {}).setdefault(kind, time.monotonic())
-            if self.stop.is_set():
-                return
+        try:
+            for _event, obj in watch:
+                owner = self._owner(kind, obj)
+                if owner:
+                    with self.lock:
+                        self.seen.setdefault(owner, {}).setdefault(kind, time.monotonic())
+                if self.stop.is_set():
+                    return
+        except Exception:
+            if not self.stop.is_set():
+                raise
 
     @staticmethod
     def _owner(kind: str, obj: Any) -> str | None:
@@ -99,7 +104,7 @@ def run(cluster: Cluster, count: int, workdir: Path) -> dict[str, float]:
     for i in range(count):
         model, size = MODELS[i % len(MODELS)]
         name = f"md-{i:04d}"
-        client.create(codecs.from_dict({
+        client.create(codecs.from_dict({  # a ModelDeploymentResource
             "apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"model": model, "sizeInBillions": size, "revision": f"bench-{i}"}}))

@@ -265,3 +265,101 @@ def test_engine_failures_are_reported(cluster: Cluster, namespace: str,
     assert failed["status"] == "False"
     md = get(cluster, MD, namespace, "broken")
     assert md is not None and md["status"]["phase"] == "Failed"
+
+
+def _job_creations(cluster: Cluster, namespace: str) -> set[str]:
+    created = items(cluster, "events", namespace,
+                    "--field-selector=involvedObject.kind=Job,reason=SuccessfulCreate")
+    return {e["involvedObject"]["name"] for e in created}
+
+
+def test_cached_weights_start_at_once_without_a_job(cluster: Cluster, namespace: str,
+                                                    operator: OperatorProcess) -> None:
+    apply(cluster, namespace, lite("first"))
+    wait_available(cluster, namespace, "first")
+    assert len(_job_creations(cluster, namespace)) == 1
+    apply(cluster, namespace, lite("second", quantization="8-bit"))
+    wait_available(cluster, namespace, "second")
+    assert "Downloading" not in phases(cluster, namespace, "second")
+    assert len(_job_creations(cluster, namespace)) == 1  # no second download
+    assert items(cluster, "jobs", namespace) == []
+
+
+def test_new_revision_gets_a_new_cache_and_the_old_one_is_pruned(
+        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    apply(cluster, namespace, lite("rev", revision="aaaa"))
+    wait_available(cluster, namespace, "rev")
+    old_claim = (get(cluster, MD, namespace, "rev") or {})["status"]["resolved"]["cacheClaim"]
+    apply(cluster, namespace, lite("rev", revision="bbbb"))
+
+    def moved() -> str | None:
+        md = get(cluster, MD, namespace, "rev") or {}
+        claim = md.get("status", {}).get("resolved", {}).get("cacheClaim")
+        return claim if claim and claim != old_claim else None
+
+    new_claim = wait_for("the new cache claim in status", moved)
+    wait_available(cluster, namespace, "rev")
+    wait_for("the old claim to be pruned",
+             lambda: get(cluster, "pvc", namespace, old_claim) is None)
+    assert [c["metadata"]["name"] for c in items(cluster, "pvc", namespace)] == [new_claim]
+    deployment = get(cluster, "deployment", namespace, "rev") or {}
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {v["persistentVolumeClaim"]["claimName"] for v in volumes
+            if "persistentVolumeClaim" in v} == {new_claim}
+
+
+def test_retained_cache_outlives_its_last_user(cluster: Cluster, namespace: str,
+                                               operator: OperatorProcess) -> None:
+    apply(cluster, namespace, lite("keeper", cache={"retainPolicy": "Retain"}))
+    wait_available(cluster, namespace, "keeper")
+    claim = (get(cluster, MD, namespace, "keeper") or {})["status"]["resolved"]["cacheClaim"]
+    cluster.kubectl("delete", "-n", namespace, f"{MD}/keeper", "--wait=true")
+    wait_for("the Deployment to be collected",
+             lambda: get(cluster, "deployment", namespace, "keeper") is None)
+    time.sleep(3)  # the garbage collector's chance to (wrongly) take the claim
+    kept = get(cluster, "pvc", namespace, claim)
+    assert kept is not None and not kept["metadata"].get("ownerReferences")
+    # a new user of the same weights finds them complete: no download
+    apply(cluster, namespace, lite("reuser", cache={"retainPolicy": "Retain"}))
+    wait_available(cluster, namespace, "reuser")
+    assert len(_job_creations(cluster, namespace)) == 1
+
+
+def test_missing_hub_token_secret_is_reported(cluster: Cluster, namespace: str,
+                                              tmp_path: Path, crd: None) -> None:
+    # kwok plays the kubelet: the annotation makes it report what a kubelet reports for a pod
+    # whose env names a Secret that does not exist (CreateContainerConfigError)
+    config = {"downloadPodAnnotations": {"e2e.modeldeploy.dev/outcome": "secret-missing"}}
+    running = OperatorProcess(cluster, namespace, tmp_path, config=config).start()
+    try:
+        apply(cluster, namespace, lite("gated", hubTokenSecretRef={"name": "hf-token"}))
+        missing = wait_condition(cluster, namespace, "gated", "CacheReady", "SecretMissing")
+    finally:
+        running.stop()
+    assert 'secret "hf-token" not found' in missing["message"]
+    md = get(cluster, MD, namespace, "gated")
+    assert md is not None and md["status"]["phase"] == "Pending"
+    assert get(cluster, "deployment", namespace, "gated") is None
+    warnings = items(cluster, "events", namespace,
+                     "--field-selector=involvedObject.name=gated,reason=SecretMissing")
+    assert warnings and warnings[0]["type"] == "Warning"
+
+
+def test_ready_replicas_below_desired_is_degraded(cluster: Cluster, namespace: str,
+                                                  operator: OperatorProcess) -> None:
+    # two replicas of 236B need two 8-GPU nodes; the cluster has one
+    apply(cluster, namespace, model_deployment("half", model="deepseek-v2-chat",
+                                               sizeInBillions=236, replicas=2))
+
+    def one_ready() -> dict[str, Any] | None:
+        found = condition(get(cluster, MD, namespace, "half"), "Degraded")
+        return found if found.get("message", "").startswith("1 of 2") else None
+
+    degraded = wait_for("Degraded with one of two replicas ready", one_ready, timeout=90)
+    assert degraded["status"] == "True" and degraded["reason"] == "ReplicasUnavailable"
+    assert degraded["message"].startswith("1 of 2 replicas ready; no node fits: ")
+    assert "Insufficient nvidia.com/gpu" in degraded["message"]
+    md = get(cluster, MD, namespace, "half")
+    assert md is not None
+    assert condition(md, "Available")["status"] == "True"
+    assert md["status"]["readyReplicas"] == 1 and md["status"]["replicas"] == 2

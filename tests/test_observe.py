@@ -72,7 +72,12 @@ CASES = [
      {"Available": ("True", "Ready", "2 of 2"), "Degraded": ("False", "AllReplicasReady", "")}),
     (Observed(True, deployment=deployment(1), pods=[UNSCHEDULABLE]), 2, Phase.READY,
      {"Available": ("True", "Ready", "1 of 2"),
-      "Degraded": ("True", "ReplicasUnavailable", "1 of 2")}),
+      "Degraded": ("True", "ReplicasUnavailable",
+                   "1 of 2 replicas ready; no node fits: 0/4 nodes are available")}),
+    (Observed(True, deployment=deployment(1), pods=[CRASHING]), 2, Phase.READY,
+     {"Degraded": ("True", "ReplicasUnavailable", "; the engine keeps crashing")}),
+    (Observed(True, deployment=deployment(1), pods=[pod()]), 2, Phase.READY,
+     {"Degraded": ("True", "ReplicasUnavailable", "1 of 2 replicas ready")}),
     (Observed(True, deployment=deployment(0)), 0, Phase.READY,
      {"Available": ("False", "ScaledToZero", "")}),
 ]

@@ -55,6 +55,7 @@ class State:
     bodies: dict[Key, Obj] = field(default_factory=dict)
     claims: dict[Key, str] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    queued: set[Key] = field(default_factory=set)
 
     def remember(self, body: Obj) -> Key:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -85,10 +86,11 @@ def _state(memo: Any) -> State:
 
 async def run_one(state: State, key: Key) -> None:
     """Reconcile one ModelDeployment; never raises (errors become status and logs)."""
-    body = state.bodies.get(key)
-    if body is None or state.kube is None:
-        return
+    if key not in state.bodies or state.kube is None or key in state.queued:
+        return  # a run is already waiting: it starts after the current one and sees this too
+    state.queued.add(key)
     async with state.locks.setdefault(key, asyncio.Lock()):
+        state.queued.discard(key)
         body = state.bodies.get(key)
         if body is None:
             return
@@ -226,10 +228,11 @@ async def on_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 def run_operator(namespaces: list[str], config_path: Path | None, catalog_paths: list[Path],
-                 metrics_port: int, health_port: int) -> int:
+                 metrics_port: int, health_port: int, log_level: str = "info") -> int:
     config = load_config(config_path)
     catalog = load_catalog(catalog_paths)
-    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
+    kopf.configure(log_format=kopf.LogFormat.JSON, debug=log_level == "debug",
+                   quiet=log_level == "warning")
     if metrics_port:
         start_http_server(metrics_port)
     memo = kopf.Memo(state=State(catalog=catalog, config=config))

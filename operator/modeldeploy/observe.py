@@ -89,7 +89,7 @@ def _serving(observed: Observed, desired: int, cache: Condition) -> Assessment:
     ready = int(status.get("readyReplicas") or 0)
     degraded = condition(DEGRADED, ready < desired,
                          Why.REPLICAS_UNAVAILABLE if ready < desired else Why.ALL_REPLICAS_READY,
-                         f"{ready} of {desired} replicas ready")
+                         f"{ready} of {desired} replicas ready{_why_not_all(observed.pods)}")
     if desired == 0:
         available = condition(AVAILABLE, False, Why.SCALED_TO_ZERO, "replicas is 0")
         return Assessment(Phase.READY, [cache, available], 0, 0)
@@ -100,6 +100,12 @@ def _serving(observed: Observed, desired: int, cache: Condition) -> Assessment:
     reason, message, phase = _not_ready(observed.pods)
     available = condition(AVAILABLE, False, reason, message)
     return Assessment(phase, [cache, available, degraded], desired, ready)
+
+
+def _why_not_all(pods: list[Obj]) -> str:
+    """What keeps the replicas that are not ready from it, when the pods say."""
+    reason, message, _ = _not_ready(pods)
+    return "" if reason == Why.STARTING else f"; {message}"
 
 
 def _not_ready(pods: list[Obj]) -> tuple[str, str, Phase]:
