@@ -21,3 +21,36 @@ up:
 
 down:
 	e2e/cluster/down
+
+# ---------------------------------------------------------------------------------------------
+# Images and chart. VERSION defaults to the project's version (pyproject.toml), which is also the
+# chart's appVersion and the tag the chart's defaults pin.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/modeldeploy
+DOCKER ?= docker
+CHART := charts/modeldeploy
+
+.PHONY: images chart-lint chart-crd
+
+# Builds the operator, loader and Transformers engine images; skipped (exit 0) without a Docker
+# engine.
+images:
+	@if ! $(DOCKER) info >/dev/null 2>&1; then \
+		echo "images: skipped, no Docker engine here ('$(DOCKER) info' failed)"; exit 0; fi; \
+	set -ex; \
+	$(DOCKER) build -f images/operator/Dockerfile -t $(REGISTRY)/operator:$(VERSION) .; \
+	$(DOCKER) build -t $(REGISTRY)/loader:$(VERSION) images/loader; \
+	$(DOCKER) build -f images/transformers/Dockerfile -t $(REGISTRY)/transformers:$(VERSION) .; \
+	$(DOCKER) build -f images/transformers/Dockerfile.vl2 -t $(REGISTRY)/transformers-vl2:$(VERSION) .
+
+# helm lint --strict with the default and the namespaced values. Uses `helm` from PATH, else the
+# pinned one the e2e build makes.
+chart-lint:
+	@helm=$$(command -v helm || echo "$$(e2e/cluster/build | tail -n 1)/helm"); set -ex; \
+	for values in $(CHART)/ci/*-values.yaml; do \
+		"$$helm" lint --strict $(CHART) -f "$$values"; \
+	done
+
+# Refreshes the chart's copy of the generated CRD (tests/test_chart.py fails when it drifts).
+chart-crd:
+	modeldeploy crd > $(CHART)/files/crds/modeldeploy.dev_modeldeployments.yaml

@@ -1,0 +1,50 @@
+{{/*
+The one place that says what the operator may do. Every verb here is one the controller uses;
+nothing else is granted: no wildcards, no Secrets (a download Job's pod reads the hub token
+itself, through secretKeyRef), no pods/exec or pods/log, no kopf.dev peering (the operator runs
+standalone).
+
+"modeldeploy.namespacedRules": in every watched namespace (a Role per namespace, or part of the
+ClusterRole in cluster-wide mode).
+*/}}
+{{- define "modeldeploy.namespacedRules" -}}
+- apiGroups: ["modeldeploy.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["modeldeploy.dev"]
+  resources: ["modeldeployments/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# list: why a weight-cache claim is still Pending (its provisioning events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch", "list"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* "modeldeploy.clusterRules": cluster-scoped reads the operator framework (kopf) needs in
+     either mode: it discovers the CRD and watches namespaces. */}}
+{{- define "modeldeploy.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
