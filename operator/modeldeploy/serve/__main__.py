@@ -1,0 +1,8 @@
+"""``python -m modeldeploy.serve``."""
+
+from __future__ import annotations
+
+from .server import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
