@@ -22,7 +22,7 @@ import kopf
 from lightkube import ApiError
 from prometheus_client import Counter, Histogram, start_http_server
 
-from . import GROUP, PLURAL, VERSION
+from . import GROUP, KIND, PLURAL, VERSION
 from .api import ModelDeploymentStatus
 from .catalog import Catalog, load_catalog
 from .conditions import AVAILABLE, Why, condition, merge, now
@@ -43,6 +43,9 @@ CHILD_WRITES = Counter("modeldeploy_child_writes_total", "Applies and deletes of
 
 MANAGED = {MANAGED_BY: MANAGED_BY_VALUE}
 RESYNC_SECONDS = 60.0
+# Reconciles running at once. More only queue for the same HTTP connections (and the API
+# server's priority-and-fairness seats), which costs the operator CPU for nothing.
+MAX_CONCURRENT_RECONCILES = 16
 
 
 @dataclass
@@ -56,6 +59,11 @@ class State:
     claims: dict[Key, str] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     queued: set[Key] = field(default_factory=set)
+    # owner uids of every managed cache claim, from the claims' watch: which claims an
+    # object still owns besides the one it wants, without listing them all per reconcile
+    claim_owners: dict[Key, frozenset[str]] = field(default_factory=dict)
+    slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_RECONCILES))
 
     def remember(self, body: Obj) -> Key:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -78,6 +86,24 @@ class State:
     def keys_using(self, namespace: str, claim: str) -> list[Key]:
         return [k for k, c in self.claims.items() if k[0] == namespace and c == claim]
 
+    def claims_owned_by(self, namespace: str, uid: str) -> list[str]:
+        return sorted(k[1] for k, uids in self.claim_owners.items()
+                      if k[0] == namespace and uid in uids)
+
+    def observe_claim(self, event_type: str | None, claim: Obj) -> list[Key]:
+        """Remember a claim's owners; returns the objects it concerns (users and owners)."""
+        meta = claim["metadata"]
+        key = (meta["namespace"], meta["name"])
+        refs = meta.get("ownerReferences") or []
+        if event_type == "DELETED":
+            self.claim_owners.pop(key, None)
+        else:
+            self.claim_owners[key] = frozenset(r["uid"] for r in refs if r.get("uid"))
+        labels = meta.get("labels") or {}
+        users = self.keys_using(key[0], labels[CACHE_LABEL]) if CACHE_LABEL in labels else []
+        owners = [(key[0], r["name"]) for r in refs if r.get("kind") == KIND]
+        return list(dict.fromkeys([*users, *owners]))
+
 
 def _state(memo: Any) -> State:
     state: State = memo.state
@@ -89,7 +115,7 @@ async def run_one(state: State, key: Key) -> None:
     if key not in state.bodies or state.kube is None or key in state.queued:
         return  # a run is already waiting: it starts after the current one and sees this too
     state.queued.add(key)
-    async with state.locks.setdefault(key, asyncio.Lock()):
+    async with state.locks.setdefault(key, asyncio.Lock()), state.slots:
         state.queued.discard(key)
         body = state.bodies.get(key)
         if body is None:
@@ -97,8 +123,10 @@ async def run_one(state: State, key: Key) -> None:
         started = time.monotonic()
         claim = state.claims.get(key)
         users = state.cache_users(key[0], claim) if claim else []
+        owned = state.claims_owned_by(key[0], body["metadata"]["uid"])
         try:
-            outcome = await reconcile(state.kube, body, state.catalog, state.config, users)
+            outcome = await reconcile(state.kube, body, state.catalog, state.config, users,
+                                      owned)
         except ApiError as err:
             RECONCILES.labels("error").inc()
             await _report_api_error(state.kube, body, err)
@@ -218,8 +246,10 @@ async def on_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED, id="child-claim")
-async def on_claim(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _on_child(body, memo)
+async def on_claim(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    state = _state(memo)
+    for key in state.observe_claim(event.get("type"), _plain(body)):
+        await run_one(state, key)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED, id="child-pod")
@@ -227,12 +257,30 @@ async def on_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _on_child(body, memo)
 
 
+class _WithoutRoutineSuccess(logging.Filter):
+    """kopf says "Handler 'x' succeeded." for every event it hands over: noise at info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and
+                    record.getMessage().endswith("' succeeded."))
+
+
+def _configure_logging(level: str) -> None:
+    """JSON lines; at info, the operator's own decisions and every warning, without a line
+    per HTTP request or per handled event (--log-level debug shows those)."""
+    debug = level == "debug"
+    kopf.configure(log_format=kopf.LogFormat.JSON, debug=debug, quiet=level == "warning")
+    if not debug:
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").addFilter(_WithoutRoutineSuccess())
+
+
 def run_operator(namespaces: list[str], config_path: Path | None, catalog_paths: list[Path],
                  metrics_port: int, health_port: int, log_level: str = "info") -> int:
     config = load_config(config_path)
     catalog = load_catalog(catalog_paths)
-    kopf.configure(log_format=kopf.LogFormat.JSON, debug=log_level == "debug",
-                   quiet=log_level == "warning")
+    _configure_logging(log_level)
     if metrics_port:
         start_http_server(metrics_port)
     memo = kopf.Memo(state=State(catalog=catalog, config=config))

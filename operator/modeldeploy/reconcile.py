@@ -61,7 +61,9 @@ def owner_reference(owner: Owner, controller: bool) -> Obj:
 
 
 async def reconcile(kube: Kube, body: Obj, catalog: Catalog, config: OperatorConfig,
-                    cache_users: list[Owner]) -> Outcome:
+                    cache_users: list[Owner], owned_claims: list[str]) -> Outcome:
+    """``cache_users``: every object that wants the same cache (its owners);
+    ``owned_claims``: the cache claims this object owns now, as last seen."""
     meta = body["metadata"]
     old = ModelDeploymentStatus.model_validate(body.get("status") or {})
     try:
@@ -96,7 +98,7 @@ async def reconcile(kube: Kube, body: Obj, catalog: Catalog, config: OperatorCon
     if complete and job is not None:
         await kube.delete("Job", ns, job_name)
         writes += 1
-    writes += await _prune_claims(kube, ns, claim_name, me)
+    writes += await _prune_claims(kube, ns, claim_name, me, owned_claims)
     observed = await _observe(kube, plan, complete, claim, job)
     assessment = assess(observed, plan.spec.replicas)
     resolved = condition(RESOLVED, True, Why.RESOLVED,
@@ -124,17 +126,21 @@ async def _observe(kube: Kube, plan: Plan, complete: bool, claim: Obj | None,
     return Observed(True, claim, deployment=deployment, pods=pods)
 
 
-async def _prune_claims(kube: Kube, ns: str, desired_claim: str, me: Owner) -> int:
+async def _prune_claims(kube: Kube, ns: str, desired_claim: str, me: Owner,
+                        owned_claims: list[str]) -> int:
     """A claim this deployment no longer uses (its revision or hub changed) loses it as an
     owner; one left without owners is deleted unless retained."""
     writes = 0
-    claims = await kube.list("PersistentVolumeClaim", ns,
-                             labels={"app.kubernetes.io/managed-by": "modeldeploy"})
-    for claim in claims:
+    for name in owned_claims:
+        if name == desired_claim:
+            continue
+        claim = await kube.get("PersistentVolumeClaim", ns, name)
+        if claim is None:
+            continue
         meta = claim["metadata"]
         refs = meta.get("ownerReferences") or []
-        if meta["name"] == desired_claim or not any(r.get("uid") == me.uid for r in refs):
-            continue
+        if not any(r.get("uid") == me.uid for r in refs):
+            continue  # the watch was behind: it no longer names this object
         others = [r for r in refs if r.get("uid") != me.uid]
         retained = (meta.get("annotations") or {}).get(RETAIN_ANNOTATION) == "true"
         if not others and not retained:
