@@ -67,6 +67,8 @@ def test_cache_complete_renders_no_job() -> None:
      "'Llama_3': metadata.name must be a DNS-1035 label"),
     (MD.replace("name: x,", f"name: {'m' * 64},") % ("deepseek-v2-chat", 16, ""), 2,
      "at most 63 characters"),
+    (MD.replace("name: x,", 'name: "x\\n",') % ("deepseek-v2-chat", 16, ""), 2,
+     "'x\\n': metadata.name must be a DNS-1035 label"),
     (MD.replace("team-a", "Team_A") % ("deepseek-v2-chat", 16, ""), 2,
      "namespace 'Team_A' is not a DNS-1123 label"),
     ("kind: Deployment\n", 2, "expected kind ModelDeployment"),

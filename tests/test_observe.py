@@ -76,6 +76,8 @@ CASES = [
                    "1 of 2 replicas ready; no node fits: 0/4 nodes are available")}),
     (Observed(True, deployment=deployment(1), pods=[CRASHING]), 2, Phase.READY,
      {"Degraded": ("True", "ReplicasUnavailable", "; the engine keeps crashing")}),
+    (Observed(True, deployment=deployment(2), pods=[CRASHING]), 2, Phase.READY,
+     {"Degraded": ("False", "AllReplicasReady", "2 of 2 replicas ready")}),
     (Observed(True, deployment=deployment(1), pods=[pod()]), 2, Phase.READY,
      {"Degraded": ("True", "ReplicasUnavailable", "1 of 2 replicas ready")}),
     (Observed(True, deployment=deployment(0)), 0, Phase.READY,
@@ -114,3 +116,10 @@ def test_problem_is_what_deserves_a_warning() -> None:
 ])
 def test_matches(desired: Obj, live: Obj, same: bool) -> None:
     assert matches(desired, live) is same
+
+
+def test_all_ready_says_only_the_count() -> None:
+    """A stray crashing pod (an old ReplicaSet's) does not colour a fully ready Deployment."""
+    result = assess(Observed(True, deployment=deployment(2), pods=[CRASHING]), 2)
+    degraded = next(c for c in result.conditions if c.type == "Degraded")
+    assert degraded.message == "2 of 2 replicas ready"

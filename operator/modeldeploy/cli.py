@@ -133,12 +133,10 @@ def _parse_model_deployment(doc: Any, namespace: str | None
     name = meta.get("name")
     if not name:
         raise UsageError("metadata.name is required")
-    if not isinstance(name, str) or not re.match(NAME_PATTERN, name) or \
-            len(name) > NAME_MAX_LENGTH:
+    if not _is_label(name, NAME_PATTERN):
         raise UsageError(f"{name!r}: {NAME_RULE_MESSAGE}")
     namespace = meta.get("namespace") or namespace or "default"
-    if not isinstance(namespace, str) or not re.match(NAMESPACE_PATTERN, namespace) or \
-            len(namespace) > NAME_MAX_LENGTH:
+    if not _is_label(namespace, NAMESPACE_PATTERN):
         raise UsageError(f"namespace {namespace!r} is not a DNS-1123 label (lower case letters, "
                          f"digits and '-', at most {NAME_MAX_LENGTH} characters)")
     try:
@@ -146,6 +144,12 @@ def _parse_model_deployment(doc: Any, namespace: str | None
     except ValidationError as err:
         raise UsageError(f"{name}: invalid spec:\n{_validation_lines(err)}") from err
     return name, namespace, spec
+
+
+def _is_label(value: Any, pattern: str) -> bool:
+    """Whole-string match, as the CRD's CEL (RE2) rule does: a trailing newline is no label."""
+    return isinstance(value, str) and len(value) <= NAME_MAX_LENGTH and \
+        re.fullmatch(pattern, value) is not None
 
 
 def _validation_lines(err: ValidationError) -> str:

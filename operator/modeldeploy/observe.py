@@ -87,25 +87,23 @@ def _cache_condition(observed: Observed) -> tuple[Condition, Phase]:
 def _serving(observed: Observed, desired: int, cache: Condition) -> Assessment:
     status = (observed.deployment or {}).get("status", {})
     ready = int(status.get("readyReplicas") or 0)
-    degraded = condition(DEGRADED, ready < desired,
-                         Why.REPLICAS_UNAVAILABLE if ready < desired else Why.ALL_REPLICAS_READY,
-                         f"{ready} of {desired} replicas ready{_why_not_all(observed.pods)}")
     if desired == 0:
         available = condition(AVAILABLE, False, Why.SCALED_TO_ZERO, "replicas is 0")
         return Assessment(Phase.READY, [cache, available], 0, 0)
-    if ready > 0:
-        available = condition(AVAILABLE, True, Why.READY,
-                              f"{ready} of {desired} replicas ready")
+    counted = f"{ready} of {desired} replicas ready"
+    if ready >= desired:
+        degraded = condition(DEGRADED, False, Why.ALL_REPLICAS_READY, counted)
+        available = condition(AVAILABLE, True, Why.READY, counted)
         return Assessment(Phase.READY, [cache, available, degraded], desired, ready)
     reason, message, phase = _not_ready(observed.pods)
+    # what keeps the missing replicas back, when the pods say more than "starting"
+    why = "" if reason == Why.STARTING else f"; {message}"
+    degraded = condition(DEGRADED, True, Why.REPLICAS_UNAVAILABLE, counted + why)
+    if ready > 0:
+        available = condition(AVAILABLE, True, Why.READY, counted)
+        return Assessment(Phase.READY, [cache, available, degraded], desired, ready)
     available = condition(AVAILABLE, False, reason, message)
     return Assessment(phase, [cache, available, degraded], desired, ready)
-
-
-def _why_not_all(pods: list[Obj]) -> str:
-    """What keeps the replicas that are not ready from it, when the pods say."""
-    reason, message, _ = _not_ready(pods)
-    return "" if reason == Why.STARTING else f"; {message}"
 
 
 def _not_ready(pods: list[Obj]) -> tuple[str, str, Phase]:
