@@ -46,7 +46,7 @@ class OperatorProcess:
 
     def __init__(self, cluster: Cluster, namespace: str, workdir: Path,
                  config: dict[str, Any] | None = None,
-                 kubeconfig: Path | None = None) -> None:
+                 kubeconfig: Path | None = None, args: tuple[str, ...] = ()) -> None:
         self.cluster, self.namespace, self.workdir = cluster, namespace, workdir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.config_path = workdir / "operator-config.yaml"
@@ -54,15 +54,17 @@ class OperatorProcess:
         self.log_path = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
+        self.health_port = 0
+        self.args = args
 
     def start(self) -> OperatorProcess:
-        self.metrics_port = free_port()
+        self.metrics_port, self.health_port = free_port(), free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "modeldeploy.cli", "run", "--namespace", self.namespace,
                  "--config", str(self.config_path), "--metrics-port", str(self.metrics_port),
-                 "--health-port", "0"],
+                 "--health-port", str(self.health_port), *self.args],
                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                 start_new_session=True)
         wait_for("the operator's metrics endpoint", self._metrics_up, timeout=30)
@@ -87,6 +89,24 @@ class OperatorProcess:
                 name, value = line.rsplit(" ", 1)
                 values[name] = float(value)
         return values
+
+    def healthy(self) -> bool:
+        """The liveness endpoint answers 200."""
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def counter(self, prefix: str) -> float:
+        return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
+
+    def reads(self) -> float:
+        """Every GET and LIST the operator's reconciles made."""
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("modeldeploy_api_requests_total") and
+                   any(f'verb="{verb}"' in k for verb in ("get", "list")))
 
     def writes(self) -> float:
         """Every write request the operator's reconciles made (applies, deletes, status)."""

@@ -24,9 +24,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from modeldeploy.api.crd import crd, crd_yaml
+from modeldeploy.cache.objects import LOADER_UID
 from modeldeploy.config import OperatorConfig
-from modeldeploy.crd import crd, crd_yaml
-from modeldeploy.render import LOADER_UID
 from support import KUBERNETES_VERSION, ROOT
 
 CHART = ROOT / "charts" / "modeldeploy"
@@ -204,7 +204,7 @@ def test_configmap_is_a_valid_operator_config(rendered: dict[str, list[Obj]],
                                               values: str) -> None:
     config = OperatorConfig.model_validate(_config_file(rendered[values]))
     for engine in ("vllm", "sglang", "transformers", "transformers-vl2"):
-        image = config.image_for(engine)
+        image = config.images[engine]
         assert re.fullmatch(r"[^:@\s]+(:[\w][\w.-]*)", image), image
         assert not image.endswith(":latest"), image
     assert re.search(r":\d+\.\d+\.\d+$", config.loaderImage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import yaml
 
-from modeldeploy.crd import crd, crd_yaml
+from modeldeploy.api.crd import crd, crd_yaml
 from support import KUBERNETES_VERSION, ROOT
 
 CRD_FILE = ROOT / "crds" / "modeldeploy.dev_modeldeployments.yaml"

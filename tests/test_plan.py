@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.api import Engine, ModelDeploymentSpec
+from modeldeploy.api import Engine, ModelDeploymentSpec, PlanError, Reason
+from modeldeploy.cache.naming import cache_claim_name
 from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig
-from modeldeploy.errors import PlanError, Reason
-from modeldeploy.plan import Plan, cache_claim_name, make_plan
+from modeldeploy.plan import Plan, make_plan
 
 
 def plan(catalog: Catalog, config: OperatorConfig, **spec: Any) -> Plan:
@@ -164,7 +164,7 @@ def test_resolution_details(catalog: Catalog, config: OperatorConfig) -> None:
     assert result.served_model_name == "md"
     assert result.image == config.images["vllm"]
     assert result.cache.size == "34Gi"
-    assert result.trust_remote_code
+    assert result.engine_input.trust_remote_code
 
 
 def test_overrides(catalog: Catalog, config: OperatorConfig) -> None:

@@ -8,10 +8,9 @@ import kubernetes_validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modeldeploy.api import ModelDeploymentSpec
+from modeldeploy.api import ModelDeploymentSpec, PlanError
 from modeldeploy.catalog import builtin_catalog
 from modeldeploy.config import OperatorConfig
-from modeldeploy.errors import PlanError
 from modeldeploy.plan import make_plan
 from modeldeploy.render import render
 from support import KUBERNETES_VERSION
@@ -72,7 +71,7 @@ def test_any_accepted_spec_renders_valid_objects_or_a_plan_error(
     except PlanError as err:
         assert err.reason and err.message
         return
-    for obj in render(plan, CONFIG, cache_complete=cache_complete):
+    for obj in render(plan, cache_complete=cache_complete):
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
@@ -92,7 +91,7 @@ def test_every_catalog_row_plans_or_refuses_clearly() -> None:
                         assert "a node holds at most" in err.message
                         refused += 1
                         continue
-                    for obj in render(plan, CONFIG):
+                    for obj in render(plan):
                         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
                     planned += 1
     assert planned > 100 and refused < planned / 10

@@ -58,7 +58,7 @@ def test_seed_specs_render_valid_objects(catalog: Catalog, config: OperatorConfi
     plan = make(catalog, config, model=model, sizeInBillions=size, quantization=quant,
                 engine=engine, hub=hub, hubTokenSecretRef={"name": "hub-token"},
                 env=[{"name": "A", "value": "1"}])
-    objects = render(plan, config)
+    objects = render(plan)
     assert [o["kind"] for o in objects] == [
         "PersistentVolumeClaim", "Job", "Deployment", "Service"]
     for obj in objects:
@@ -72,7 +72,7 @@ def test_seed_case_count() -> None:
 
 def test_vllm_236b_flags(catalog: Catalog, config: OperatorConfig) -> None:
     command = engine_command(render(make(catalog, config, model="deepseek-v2-chat",
-                                         sizeInBillions=236), config))
+                                         sizeInBillions=236)))
     assert command[:3] == ["vllm", "serve", "/models/weights"]
     assert flag(command, "--tensor-parallel-size") == "8"
     assert flag(command, "--max-model-len") == "8192"
@@ -81,7 +81,7 @@ def test_vllm_236b_flags(catalog: Catalog, config: OperatorConfig) -> None:
 
 def test_sglang_flags(catalog: Catalog, config: OperatorConfig) -> None:
     command = engine_command(render(make(catalog, config, model="deepseek-v2-chat",
-                                         sizeInBillions=236, engine="sglang"), config))
+                                         sizeInBillions=236, engine="sglang")))
     assert command[:3] == ["python3", "-m", "sglang.launch_server"]
     assert flag(command, "--tp") == "8"
     assert flag(command, "--model-path") == "/models/weights"
@@ -92,7 +92,7 @@ def test_sglang_flags(catalog: Catalog, config: OperatorConfig) -> None:
 def test_vl2_on_vllm_gets_architecture_override(catalog: Catalog,
                                                 config: OperatorConfig) -> None:
     command = engine_command(render(make(catalog, config, model="deepseek-vl2",
-                                         sizeInBillions=27, engine="vllm"), config))
+                                         sizeInBillions=27, engine="vllm")))
     assert flag(command, "--hf-overrides") == '{"architectures": ["DeepseekVLV2ForCausalLM"]}'
     assert flag(command, "--max-model-len") == "4096"
 
@@ -100,7 +100,7 @@ def test_vl2_on_vllm_gets_architecture_override(catalog: Catalog,
 def test_4bit_transformers_is_a_bitsandbytes_load(catalog: Catalog,
                                                   config: OperatorConfig) -> None:
     objects = render(make(catalog, config, model="deepseek-v2-chat", sizeInBillions=16,
-                          quantization="4-bit"), config)
+                          quantization="4-bit"))
     command = engine_command(objects)
     assert command[:3] == ["python", "-m", "modeldeploy.serve"]
     assert flag(command, "--quantization") == "4-bit"
@@ -109,7 +109,7 @@ def test_4bit_transformers_is_a_bitsandbytes_load(catalog: Catalog,
 
 
 def test_vl2_transformers_uses_the_vl2_image(catalog: Catalog, config: OperatorConfig) -> None:
-    objects = render(make(catalog, config, model="deepseek-vl2", sizeInBillions=3), config)
+    objects = render(make(catalog, config, model="deepseek-vl2", sizeInBillions=3))
     container = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == config.images["transformers-vl2"]
     assert "--quantization" not in container["command"]
@@ -118,14 +118,14 @@ def test_vl2_transformers_uses_the_vl2_image(catalog: Catalog, config: OperatorC
 def test_engine_args_come_last(catalog: Catalog, config: OperatorConfig) -> None:
     command = engine_command(render(make(catalog, config, model="deepseek-v2-chat",
                                          sizeInBillions=16,
-                                         engineArgs=["--enforce-eager"]), config))
+                                         engineArgs=["--enforce-eager"])))
     assert command[-1] == "--enforce-eager"
 
 
 def test_serving_pod(catalog: Catalog, config: OperatorConfig) -> None:
     objects = render(make(catalog, config, model="deepseek-v2-chat", sizeInBillions=236,
                           gpu={"nodeSelector": {"nvidia.com/gpu.product": "H100"}},
-                          podAnnotations={"a": "b"}), config)
+                          podAnnotations={"a": "b"}))
     deployment = by_kind(objects)["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -151,7 +151,7 @@ def test_serving_pod(catalog: Catalog, config: OperatorConfig) -> None:
 
 def test_download_job(catalog: Catalog, config: OperatorConfig) -> None:
     objects = render(make(catalog, config, model="deepseek-v2-chat", sizeInBillions=16,
-                          hubTokenSecretRef={"name": "hf", "key": "tok"}), config)
+                          hubTokenSecretRef={"name": "hf", "key": "tok"}))
     job = by_kind(objects)["Job"]
     pvc = by_kind(objects)["PersistentVolumeClaim"]
     assert job["metadata"]["name"] == pvc["metadata"]["name"] + "-dl"
@@ -169,7 +169,7 @@ def test_download_job(catalog: Catalog, config: OperatorConfig) -> None:
 def test_modelscope_download(catalog: Catalog, config: OperatorConfig) -> None:
     plan = make(catalog, config, model="deepseek-v2-chat", sizeInBillions=16, hub="modelscope",
                 hubTokenSecretRef={"name": "ms"})
-    job = by_kind(render(plan, config))["Job"]
+    job = by_kind(render(plan))["Job"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "modelscope download --model deepseek-ai/DeepSeek-V2-Lite-Chat --revision master" \
         in container["command"][2]
@@ -179,7 +179,7 @@ def test_modelscope_download(catalog: Catalog, config: OperatorConfig) -> None:
 
 def test_complete_cache_creates_no_job(catalog: Catalog, config: OperatorConfig) -> None:
     plan = make(catalog, config, model="deepseek-v2-chat", sizeInBillions=16)
-    kinds = [o["kind"] for o in render(plan, config, cache_complete=True)]
+    kinds = [o["kind"] for o in render(plan, cache_complete=True)]
     assert kinds == ["PersistentVolumeClaim", "Deployment", "Service"]
 
 
@@ -189,20 +189,20 @@ def test_owner_references(catalog: Catalog, config: OperatorConfig) -> None:
     shared = [{**owner, "controller": False}, {**owner, "name": "b", "uid": "u2",
                                                 "controller": False}]
     objects = by_kind(render(make(catalog, config, model="deepseek-v2-chat",
-                                  sizeInBillions=16), config,
+                                  sizeInBillions=16),
                              owners=Owners(controller=owner, cache=shared)))
     assert objects["Deployment"]["metadata"]["ownerReferences"] == [owner]
     assert objects["Service"]["metadata"]["ownerReferences"] == [owner]
     assert objects["PersistentVolumeClaim"]["metadata"]["ownerReferences"] == shared
     retained = by_kind(render(make(catalog, config, model="deepseek-v2-chat",
                                    sizeInBillions=16, cache={"retainPolicy": "Retain"}),
-                              config, owners=Owners(controller=owner, cache=shared)))
+                              owners=Owners(controller=owner, cache=shared)))
     assert "ownerReferences" not in retained["PersistentVolumeClaim"]["metadata"]
 
 
 def test_service(catalog: Catalog, config: OperatorConfig) -> None:
     objects = by_kind(render(make(catalog, config, model="deepseek-v2-chat",
-                                  sizeInBillions=16, port=9000), config))
+                                  sizeInBillions=16, port=9000)))
     port = objects["Service"]["spec"]["ports"][0]
     assert (port["port"], port["targetPort"]) == (9000, "http")
     assert objects["Service"]["spec"]["selector"] == \
@@ -213,10 +213,23 @@ def test_service(catalog: Catalog, config: OperatorConfig) -> None:
 def test_gpu_memory_affinity(catalog: Catalog, config: OperatorConfig, size: int,
                              fits_40gb: bool) -> None:
     objects = by_kind(render(make(catalog, config, model="deepseek-v2-chat",
-                                  sizeInBillions=size), config))
+                                  sizeInBillions=size)))
     terms = objects["Deployment"]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     threshold = int(terms[0]["matchExpressions"][0]["values"][0])
     assert (threshold < 40960) is fits_40gb
     assert threshold < 81559  # an H100 80GB as GPU feature discovery reports it
     assert terms[1]["matchExpressions"][0]["operator"] == "DoesNotExist"
+
+
+def test_the_operators_gpu_resource_name_is_the_default(catalog: Catalog) -> None:
+    amd = OperatorConfig(gpuResourceName="amd.com/gpu")
+    container = by_kind(render(make(catalog, amd, model="deepseek-v2-chat",
+                                    sizeInBillions=16)))["Deployment"]["spec"]["template"][
+        "spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"amd.com/gpu": "1"}
+    own = by_kind(render(make(catalog, amd, model="deepseek-v2-chat", sizeInBillions=16,
+                              gpu={"resourceName": "nvidia.com/mig-3g.40gb"})))
+    limits = own["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"][
+        "limits"]
+    assert limits == {"nvidia.com/mig-3g.40gb": "1"}

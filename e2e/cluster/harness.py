@@ -33,7 +33,7 @@ from certs import ClientIdentity, Pki, make_pki
 from components import Kubeconfigs, Ports
 from kubeapi import ApiClient, ApiError, Credentials
 from nodes import NODES
-from processes import Process, spawn, stop_all
+from processes import Process, spawn, stop, stop_all
 from provisioner import storage_class_manifest
 
 HERE = Path(__file__).resolve().parent
@@ -125,6 +125,23 @@ class Cluster:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         path.chmod(0o600)
         return path
+
+    def outage(self, name: str, seconds: float) -> None:
+        """Kills one component with SIGKILL (as a crash would), keeps it down for SECONDS, then
+        starts it again with the same command line and waits until the API answers."""
+        index, old = next((i, p) for i, p in enumerate(self.processes) if p.name == name)
+        argv = [a.decode() for a in Path(f"/proc/{old.pid}/cmdline").read_bytes().split(b"\0")
+                if a]
+        stop(old, grace=0)
+        time.sleep(seconds)
+        self.processes[index] = spawn(name, argv, old.log.parent)
+        self.save_state()
+        deadline = time.monotonic() + 120
+        while self.kubectl("get", "--raw", "/readyz", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise ClusterStartError(f"{name} did not come back:\n"
+                                        f"{self.processes[index].log_tail()}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Stops every process this cluster started (idempotent)."""

@@ -13,11 +13,17 @@ import yaml
 from pydantic import ValidationError
 
 from . import API_VERSION, KIND
-from .api import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE_MESSAGE, ModelDeploymentSpec
+from .api import (
+    ENGINE_PREFERENCE,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    NAME_RULE_MESSAGE,
+    ModelDeploymentSpec,
+    PlanError,
+)
+from .api.crd import crd_yaml
 from .catalog import Catalog, CatalogError, format_size, load_catalog
 from .config import load_config
-from .crd import crd_yaml
-from .errors import PlanError
 from .plan import make_plan
 from .render import render
 
@@ -63,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="liveness endpoint port, /healthz (0: off)")
     run.add_argument("--log-level", choices=["debug", "info", "warning"], default="info",
                      help="log level (debug includes the framework's own messages)")
+    run.add_argument("--resync-seconds", type=_positive, default=600.0,
+                     help="re-check every ModelDeployment this often, as a safety net for "
+                          "missed events (default: 600)")
     run.set_defaults(func=_run)
 
     rend = sub.add_parser("render", help="print the objects a ModelDeployment file becomes")
@@ -90,11 +99,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .controller import run_operator  # the operator's dependencies load only here
+    from .runtime.run import run_operator  # the operator's dependencies load only here
 
     return run_operator(namespaces=args.namespace, config_path=args.config,
                         catalog_paths=args.catalog, metrics_port=args.metrics_port,
-                        health_port=args.health_port, log_level=args.log_level)
+                        health_port=args.health_port, log_level=args.log_level,
+                        resync_seconds=args.resync_seconds)
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
+    return number
 
 
 def _read_documents(path: Path) -> list[dict[str, Any]]:
@@ -117,7 +137,7 @@ def _render(args: argparse.Namespace) -> int:
     for doc in _read_documents(args.filename):
         name, namespace, spec = _parse_model_deployment(doc, args.namespace)
         plan = make_plan(name, namespace, spec, catalog, config)
-        out += render(plan, config, cache_complete=args.cache_complete)
+        out += render(plan, cache_complete=args.cache_complete)
     print(yaml.dump_all(out, Dumper=_NoAliasDumper, sort_keys=False, width=100), end="")
     return 0
 
@@ -180,7 +200,7 @@ def _all_engines(catalog: Catalog, name: str) -> list[str]:
     family = catalog.families[name]
     found = {e.value for s in family.specs for q in s.quantizations
              for e in catalog.engines_allowed(family, s, q)}
-    return [e for e in ("vllm", "sglang", "transformers") if e in found]
+    return [e.value for e in ENGINE_PREFERENCE if e.value in found]
 
 
 def _catalog_show(args: argparse.Namespace) -> int:

@@ -49,12 +49,6 @@ class OperatorConfig(BaseModel):
                                           "service-mesh sidecar out of a Job).")
     clusterDomain: str = "cluster.local"
 
-    def image_for(self, name: str) -> str:
-        try:
-            return self.images[name]
-        except KeyError:
-            raise KeyError(f"no image configured for {name!r}; set images.{name}") from None
-
 
 def load_config(path: Path | None) -> OperatorConfig:
     if path is None:

@@ -17,10 +17,6 @@ CACHE_COMPLETE_ANNOTATION = f"{GROUP}/cache-complete"
 RETAIN_ANNOTATION = f"{GROUP}/retain"
 
 
-def download_job_name(claim_name: str) -> str:
-    return f"{claim_name}-dl"
-
-
 def serving_labels(name: str) -> dict[str, str]:
     """The selector of a ModelDeployment's pods and Service (stable across spec changes)."""
     return {DEPLOYMENT_LABEL: name}

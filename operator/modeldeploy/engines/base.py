@@ -1,18 +1,32 @@
-"""What every engine module provides: its command line, env and container settings."""
+"""What every engine module provides, and the narrow input it gets.
+
+An engine sees only ``EngineInput`` (where the weights are, the name to serve, parallelism,
+context length, quantization, trust flag, extra args and env), never the whole plan: engines
+import nothing of the planner, and adding an engine is one module here, its catalog rows and
+its image default.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from ..api import Engine
-from ..errors import PlanError, Reason
-
-if TYPE_CHECKING:
-    from ..plan import Plan
+from ..api import Engine, PlanError, Reason
 
 ENGINE_PORT = 8000
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    model_path: str
+    served_model_name: str
+    tensor_parallel: int
+    max_model_len: int
+    quantization: str
+    trust_remote_code: bool
+    # the catalog's default arguments, then the user's, so a user's later flag wins
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -25,10 +39,9 @@ class EngineModule:
     managed_flags: Mapping[str, str]
     run_as_non_root: bool = False
     health_path: str = "/health"
-    metrics_path: str = "/metrics"
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
-    def command(self, plan: Plan, model_path: str) -> list[str]:
+    def command(self, given: EngineInput) -> list[str]:
         raise NotImplementedError
 
     def check_engine_args(self, args: Sequence[str]) -> None:
@@ -40,10 +53,9 @@ class EngineModule:
                     f"engineArgs may not set {flag} for {self.engine.value}: the operator sets "
                     f"it from {self.managed_flags[flag]}")
 
-    def env(self, plan: Plan) -> dict[str, str]:
-        return {**self.extra_env, **plan.engine_rule.env}
+    def env(self, given: EngineInput) -> dict[str, str]:
+        return {**self.extra_env, **given.env}
 
-    def tail_args(self, plan: Plan) -> list[str]:
-        """Catalog default args, then the user's, so a user's later flag wins."""
-        trust = ["--trust-remote-code"] if plan.trust_remote_code else []
-        return [*trust, *plan.engine_rule.args, *plan.spec.engineArgs]
+    def tail_args(self, given: EngineInput) -> list[str]:
+        trust = ["--trust-remote-code"] if given.trust_remote_code else []
+        return [*trust, *given.args]

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..api import Engine
-from .base import ENGINE_PORT, EngineModule
-
-if TYPE_CHECKING:
-    from ..plan import Plan
+from .base import ENGINE_PORT, EngineInput, EngineModule
 
 MANAGED = {
     "--model-path": "spec.model (the weights are mounted from the cache)",
@@ -26,17 +22,17 @@ MANAGED = {
 
 @dataclass(frozen=True)
 class SGLang(EngineModule):
-    def command(self, plan: Plan, model_path: str) -> list[str]:
+    def command(self, given: EngineInput) -> list[str]:
         return [
             "python3", "-m", "sglang.launch_server",
-            "--model-path", model_path,
-            "--served-model-name", plan.served_model_name,
+            "--model-path", given.model_path,
+            "--served-model-name", given.served_model_name,
             "--host", "0.0.0.0",
             "--port", str(ENGINE_PORT),
-            "--tp", str(plan.tensor_parallel),
-            "--context-length", str(plan.max_model_len),
+            "--tp", str(given.tensor_parallel),
+            "--context-length", str(given.max_model_len),
             "--enable-metrics",
-            *self.tail_args(plan),
+            *self.tail_args(given),
         ]
 
 

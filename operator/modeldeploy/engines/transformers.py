@@ -7,13 +7,9 @@ works; 8-bit and 4-bit are bitsandbytes quantization at load time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..api import Engine
-from .base import ENGINE_PORT, EngineModule
-
-if TYPE_CHECKING:
-    from ..plan import Plan
+from .base import ENGINE_PORT, EngineInput, EngineModule
 
 MANAGED = {
     "--model": "spec.model (the weights are mounted from the cache)",
@@ -27,18 +23,18 @@ MANAGED = {
 
 @dataclass(frozen=True)
 class Transformers(EngineModule):
-    def command(self, plan: Plan, model_path: str) -> list[str]:
-        quantization = [] if plan.quantization == "none" else ["--quantization",
-                                                                plan.quantization]
+    def command(self, given: EngineInput) -> list[str]:
+        quantization = [] if given.quantization == "none" else ["--quantization",
+                                                                given.quantization]
         return [
             "python", "-m", "modeldeploy.serve",
-            "--model", model_path,
-            "--served-model-name", plan.served_model_name,
+            "--model", given.model_path,
+            "--served-model-name", given.served_model_name,
             "--host", "0.0.0.0",
             "--port", str(ENGINE_PORT),
-            "--max-model-len", str(plan.max_model_len),
+            "--max-model-len", str(given.max_model_len),
             *quantization,
-            *self.tail_args(plan),
+            *self.tail_args(given),
         ]
 
 

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..api import Engine
-from .base import ENGINE_PORT, EngineModule
-
-if TYPE_CHECKING:
-    from ..plan import Plan
+from .base import ENGINE_PORT, EngineInput, EngineModule
 
 MANAGED = {
     "--model": "spec.model (the weights are mounted from the cache)",
@@ -24,15 +20,15 @@ MANAGED = {
 
 @dataclass(frozen=True)
 class VLLM(EngineModule):
-    def command(self, plan: Plan, model_path: str) -> list[str]:
+    def command(self, given: EngineInput) -> list[str]:
         return [
-            "vllm", "serve", model_path,
-            "--served-model-name", plan.served_model_name,
+            "vllm", "serve", given.model_path,
+            "--served-model-name", given.served_model_name,
             "--host", "0.0.0.0",
             "--port", str(ENGINE_PORT),
-            "--tensor-parallel-size", str(plan.tensor_parallel),
-            "--max-model-len", str(plan.max_model_len),
-            *self.tail_args(plan),
+            "--tensor-parallel-size", str(given.tensor_parallel),
+            "--max-model-len", str(given.max_model_len),
+            *self.tail_args(given),
         ]
 
 

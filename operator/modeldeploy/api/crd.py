@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from . import GROUP, KIND, PLURAL, VERSION
-from .api import (
+from .. import GROUP, KIND, PLURAL, VERSION
+from .spec import (
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     NAME_RULE_MESSAGE,

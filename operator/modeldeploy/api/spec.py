@@ -7,7 +7,7 @@ This module is the one source of truth for the API: ``crds/`` is generated from 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -130,9 +130,10 @@ class GPUSpec(_Model):
     memoryGiB: float | None = Field(
         default=None, gt=0, le=1024,
         description="Memory of one GPU in GiB (default: the operator's, 80).")
-    resourceName: str = Field(
-        default="nvidia.com/gpu", min_length=1, max_length=253, pattern=LABEL_KEY_PATTERN,
-        description="Extended resource that counts GPUs on the nodes.")
+    resourceName: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=LABEL_KEY_PATTERN,
+        description="Extended resource that counts GPUs on the nodes (default: the "
+                    "operator's, nvidia.com/gpu).")
     nodeSelector: dict[str, str] = Field(
         default_factory=dict, description="Node labels a serving pod requires, e.g. "
                                           "nvidia.com/gpu.product.")
@@ -266,13 +267,3 @@ class ModelDeploymentStatus(_Model):
     replicas: int | None = None
     readyReplicas: int | None = None
     observedGeneration: int | None = None
-
-
-class ModelDeployment(_Model):
-    """A whole ModelDeployment object as users write it."""
-
-    apiVersion: str = "modeldeploy.dev/v1alpha1"
-    kind: str = "ModelDeployment"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: ModelDeploymentSpec
-    status: ModelDeploymentStatus | None = None

@@ -1,29 +1,46 @@
-"""What the children say, turned into a phase and conditions. Pure: no I/O.
-
-The controller reads the cache claim, download Job and its pods, the Deployment and its
-pods, and the claim's events; ``assess`` decides what the status must say.
+"""What the children say, turned into a phase and conditions; and conditions merged so their
+transition times stay honest. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .api import Condition, Phase
-from .conditions import AVAILABLE, CACHE_READY, DEGRADED, Why, condition
+from ..api import (
+    AVAILABLE,
+    CACHE_READY,
+    CONDITION_TYPES,
+    DEGRADED,
+    Condition,
+    ConditionStatus,
+    Phase,
+    Why,
+)
+from ..api.reasons import PROGRESS_REASONS
+from .read import Snapshot
 
 Obj = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Observed:
-    cache_complete: bool
-    claim: Obj | None = None
-    claim_events: list[Obj] = field(default_factory=list)
-    job: Obj | None = None
-    job_pods: list[Obj] = field(default_factory=list)
-    deployment: Obj | None = None
-    pods: list[Obj] = field(default_factory=list)
+def condition(kind: str, ok: bool | None, reason: str, message: str) -> Condition:
+    status = {True: ConditionStatus.TRUE, False: ConditionStatus.FALSE,
+              None: ConditionStatus.UNKNOWN}[ok]
+    return Condition(type=kind, status=status, reason=reason, message=message)
+
+
+def merge(old: list[Condition], new: list[Condition], generation: int | None,
+          timestamp: str) -> list[Condition]:
+    """New conditions in a stable order; a condition keeps its transition time while its
+    status stays the same."""
+    previous = {c.type: c for c in old}
+    merged = []
+    for cond in sorted(new, key=lambda c: CONDITION_TYPES.index(c.type)):
+        before = previous.get(cond.type)
+        since = before.lastTransitionTime if before and before.status == cond.status else None
+        merged.append(cond.model_copy(update={"lastTransitionTime": since or timestamp,
+                                              "observedGeneration": generation}))
+    return merged
 
 
 @dataclass(frozen=True)
@@ -38,18 +55,13 @@ class Assessment:
         """The condition that explains a failed or stuck state, for a Warning event."""
         for cond in self.conditions:
             bad = "True" if cond.type == DEGRADED else "False"
-            if cond.status.value == bad and cond.reason not in _PROGRESS:
+            if cond.status.value == bad and cond.reason not in PROGRESS_REASONS:
                 return cond
         return None
 
 
-# Reasons of conditions that are not (yet) true on the normal way to Ready.
-_PROGRESS = {Why.DOWNLOADING, Why.BINDING, Why.STARTING, Why.WAITING_FOR_CACHE,
-             Why.SCALED_TO_ZERO}
-
-
-def assess(observed: Observed, desired_replicas: int) -> Assessment:
-    if not observed.cache_complete:
+def assess(observed: Snapshot, complete: bool, desired_replicas: int) -> Assessment:
+    if not complete:
         cache, phase = _cache_condition(observed)
         waiting = condition(AVAILABLE, False, Why.WAITING_FOR_CACHE,
                             "the engine starts once the weights are in the cache")
@@ -58,7 +70,7 @@ def assess(observed: Observed, desired_replicas: int) -> Assessment:
     return _serving(observed, desired_replicas, cache)
 
 
-def _cache_condition(observed: Observed) -> tuple[Condition, Phase]:
+def _cache_condition(observed: Snapshot) -> tuple[Condition, Phase]:
     claim_phase = (observed.claim or {}).get("status", {}).get("phase")
     if observed.claim is not None and claim_phase != "Bound":
         name = observed.claim["metadata"]["name"]
@@ -84,7 +96,7 @@ def _cache_condition(observed: Observed) -> tuple[Condition, Phase]:
             Phase.DOWNLOADING)
 
 
-def _serving(observed: Observed, desired: int, cache: Condition) -> Assessment:
+def _serving(observed: Snapshot, desired: int, cache: Condition) -> Assessment:
     status = (observed.deployment or {}).get("status", {})
     ready = int(status.get("readyReplicas") or 0)
     if desired == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .api import ModelFormat
+from ..api import ModelFormat
 
 GIB = 1024**3
 

@@ -10,9 +10,9 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Service
 from lightkube.types import CascadeType, PatchType
-from prometheus_client import Counter
 
-from . import GROUP, KIND, PLURAL, VERSION
+from .. import GROUP, KIND, PLURAL, VERSION
+from .metrics import API_CALLS
 
 FIELD_MANAGER = "modeldeploy"
 Obj = dict[str, Any]
@@ -26,10 +26,6 @@ KINDS: dict[str, Any] = {
     "Pod": Pod,
     "Event": Event,
 }
-
-API_CALLS = Counter("modeldeploy_api_requests_total",
-                    "Kubernetes API requests made by reconciles", ["verb", "kind"])
-
 
 class Kube:
     def __init__(self, client: AsyncClient | None = None) -> None:
@@ -72,10 +68,12 @@ class Kube:
             if err.status.code != 404:
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> Obj:
         self._count("patch", "ModelDeployment/status")
-        await self.client.patch(ModelDeploymentResource.Status, name, {"status": status},
-                                namespace=namespace, patch_type=PatchType.MERGE)
+        patched = await self.client.patch(ModelDeploymentResource.Status, name,
+                                          {"status": status}, namespace=namespace,
+                                          patch_type=PatchType.MERGE)
+        return _as_dict(patched)
 
 
 def _as_dict(obj: Any) -> Obj:

@@ -1,21 +1,32 @@
 """Resolve a ModelDeployment spec against the catalog into a plan. No I/O.
 
-The plan says everything rendering needs: which weights (hub, model id, revision), which
-engine and image, how many GPUs per replica and the tensor-parallel size, the context
-length, and the cache claim the weights live in.
+The plan says everything rendering needs, with every operator default already resolved:
+which weights (hub, model id, revision), which engine and image and its narrow input, how
+many GPUs per replica and the tensor-parallel size, where the pods may run, and the cache
+claim the weights live in. Rendering reads the plan and never the operator's configuration.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
+from typing import Any
 
-from .api import Engine, Hub, ModelDeploymentSpec, ModelFormat, RetainPolicy
-from .catalog import Catalog, EngineRule, Family, Spec, format_size
-from .config import OperatorConfig
-from .engines import engine_module
-from .errors import PlanError, Reason
+from pydantic import ValidationError
+
+from ..api import (
+    Engine,
+    Hub,
+    ModelDeploymentSpec,
+    ModelFormat,
+    PlanError,
+    Reason,
+    RetainPolicy,
+    Toleration,
+)
+from ..cache.naming import cache_claim_name
+from ..catalog import Catalog, EngineRule, Family, Spec, format_size
+from ..config import OperatorConfig
+from ..engines import EngineInput, engine_module
 from .sizing import (
     GpuNeed,
     cache_size_gib,
@@ -27,14 +38,32 @@ from .sizing import (
     weights_gib,
 )
 
+CACHE_MOUNT = "/models"
+WEIGHTS_DIR = "weights"
+
 
 @dataclass(frozen=True)
 class CachePlan:
+    """The weight cache and the download that fills it."""
+
     claim_name: str
     size: str
     storage_class: str | None
     access_mode: str
     retain: bool
+    loader_image: str
+    backoff_limit: int
+    pod_annotations: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where serving pods may run: the operator's defaults resolved against the spec."""
+
+    gpu_resource_name: str
+    tolerations: tuple[Toleration, ...]
+    node_selector: tuple[tuple[str, str], ...]
+    shm_size_gib: int
 
 
 @dataclass(frozen=True)
@@ -56,14 +85,13 @@ class Plan:
     served_model_name: str
     need: GpuNeed
     cache: CachePlan
+    placement: Placement
+    engine_input: EngineInput
+    endpoint: str
 
     @property
     def quantization(self) -> str:
         return self.spec.quantization
-
-    @property
-    def trust_remote_code(self) -> bool:
-        return self.family.trustRemoteCode
 
     @property
     def title(self) -> str:
@@ -101,14 +129,23 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
     title = describe(family.name, spec.format, spec.sizeInBillions, spec.quantization)
     gpus = _gpus(spec, cat_spec, need, module.tensor_parallel, config, title)
     revision = spec.revision or source.revision
+    tensor_parallel = gpus if module.tensor_parallel else 1
+    max_model_len = _max_model_len(spec, family)
+    served = spec.servedModelName or name
     return Plan(
         name=name, namespace=namespace, spec=spec, family=family, catalog_spec=cat_spec,
         engine=engine, engine_rule=rule, hub=hub, model_id=source.modelId, revision=revision,
         image=_image(spec, engine, rule, config),
-        gpus=gpus, tensor_parallel=gpus if module.tensor_parallel else 1,
-        max_model_len=_max_model_len(spec, family),
-        served_model_name=spec.servedModelName or name, need=need,
+        gpus=gpus, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+        served_model_name=served, need=need,
         cache=_cache(spec, cat_spec, hub, source.modelId, revision, config),
+        placement=_placement(spec, config),
+        engine_input=EngineInput(
+            model_path=f"{CACHE_MOUNT}/{WEIGHTS_DIR}", served_model_name=served,
+            tensor_parallel=tensor_parallel, max_model_len=max_model_len,
+            quantization=spec.quantization, trust_remote_code=family.trustRemoteCode,
+            args=(*rule.args, *spec.engineArgs), env=dict(rule.env)),
+        endpoint=f"http://{name}.{namespace}.svc.{config.clusterDomain}:{spec.port}/v1",
     )
 
 
@@ -243,12 +280,29 @@ def _cache(spec: ModelDeploymentSpec, cat_spec: Spec, hub: Hub, model_id: str, r
         storage_class=spec.cache.storageClassName or config.storageClassName,
         access_mode=(spec.cache.accessMode or config.cacheAccessMode).value,
         retain=spec.cache.retainPolicy is RetainPolicy.RETAIN,
+        loader_image=config.loaderImage,
+        backoff_limit=config.downloadBackoffLimit,
+        pod_annotations=tuple(sorted(config.downloadPodAnnotations.items())),
     )
 
 
-def cache_claim_name(hub: Hub, model_id: str, revision: str) -> str:
-    """One name per weights: readable prefix, hash of the exact coordinates for uniqueness."""
-    digest = hashlib.sha256(f"{hub.value}/{model_id}@{revision}".encode()).hexdigest()[:10]
-    hub_short = "hf" if hub is Hub.HUGGINGFACE else "ms"
-    readable = re.sub(r"[^a-z0-9]+", "-", model_id.split("/", 1)[-1].lower()).strip("-")
-    return f"weights-{hub_short}-{readable[:36].rstrip('-')}-{digest}"
+def _placement(spec: ModelDeploymentSpec, config: OperatorConfig) -> Placement:
+    tolerations = spec.gpu.tolerations
+    if tolerations is None:
+        tolerations = config.gpuTolerations
+    return Placement(
+        gpu_resource_name=spec.gpu.resourceName or config.gpuResourceName,
+        tolerations=tuple(tolerations),
+        node_selector=tuple(sorted(spec.gpu.nodeSelector.items())),
+        shm_size_gib=config.shmSizeGiB,
+    )
+
+
+def plan_for(body: dict[str, Any], catalog: Catalog, config: OperatorConfig) -> Plan:
+    """The plan of a ModelDeployment object as the API server holds it."""
+    meta = body["metadata"]
+    try:
+        spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        raise PlanError(Reason.INVALID_SPEC, f"invalid spec: {err.errors()[0]['msg']}") from err
+    return make_plan(meta["name"], meta["namespace"], spec, catalog, config)

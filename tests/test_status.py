@@ -1,4 +1,4 @@
-"""Status decisions from observed children, by table (pure: no cluster)."""
+"""Status decisions from the snapshot of the children, by table (pure: no cluster)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.actions import matches
 from modeldeploy.api import Phase
-from modeldeploy.desired import matches
-from modeldeploy.observe import Observed, assess
+from modeldeploy.reconcile.read import Snapshot
+from modeldeploy.reconcile.status import assess
 
 Obj = dict[str, Any]
 CLAIM_BOUND = {"metadata": {"name": "c"}, "status": {"phase": "Bound"}}
@@ -47,48 +48,49 @@ def deployment(ready: int) -> Obj:
 
 
 CASES = [
-    # (observed, desired replicas) -> (phase, {condition type: (status, reason, message part)})
-    (Observed(False, CLAIM_PENDING), 1, Phase.PENDING,
+    # (cache complete, snapshot, desired replicas)
+    #   -> (phase, {condition type: (status, reason, message part)})
+    (False, Snapshot(claim=CLAIM_PENDING), 1, Phase.PENDING,
      {"CacheReady": ("False", "WaitingForVolume", "to be bound")}),
-    (Observed(False, CLAIM_PENDING, [NO_CLASS]), 1, Phase.PENDING,
+    (False, Snapshot(claim=CLAIM_PENDING, claim_events=[NO_CLASS]), 1, Phase.PENDING,
      {"CacheReady": ("False", "CachePending", '"x" not found')}),
-    (Observed(False, CLAIM_BOUND, job={"status": {"active": 1}}), 1, Phase.DOWNLOADING,
+    (False, Snapshot(claim=CLAIM_BOUND, job={"status": {"active": 1}}), 1, Phase.DOWNLOADING,
      {"CacheReady": ("False", "Downloading", "downloading"),
       "Available": ("False", "WaitingForCache", "")}),
-    (Observed(False, CLAIM_BOUND, job=JOB_FAILED, job_pods=[
+    (False, Snapshot(claim=CLAIM_BOUND, job=JOB_FAILED, job_pods=[
         pod(containerStatuses=[container({"terminated": {"exitCode": 1}})])]), 1,
      Phase.FAILED, {"CacheReady": ("False", "DownloadFailed", "exited with code 1")}),
-    (Observed(False, CLAIM_BOUND, job={}, job_pods=[NO_SECRET]), 1, Phase.PENDING,
+    (False, Snapshot(claim=CLAIM_BOUND, job={}, job_pods=[NO_SECRET]), 1, Phase.PENDING,
      {"CacheReady": ("False", "SecretMissing", 'secret "hf" not found')}),
-    (Observed(True, CLAIM_BOUND), 1, Phase.STARTING,
+    (True, Snapshot(claim=CLAIM_BOUND), 1, Phase.STARTING,
      {"CacheReady": ("True", "CacheComplete", ""), "Available": ("False", "Starting", "")}),
-    (Observed(True, deployment=deployment(0), pods=[UNSCHEDULABLE]), 1, Phase.PENDING,
+    (True, Snapshot(deployment=deployment(0), pods=[UNSCHEDULABLE]), 1, Phase.PENDING,
      {"Available": ("False", "Unschedulable", "Insufficient nvidia.com/gpu")}),
-    (Observed(True, deployment=deployment(0), pods=[CRASHING]), 1, Phase.FAILED,
+    (True, Snapshot(deployment=deployment(0), pods=[CRASHING]), 1, Phase.FAILED,
      {"Available": ("False", "CrashLoopBackOff", "restarted 3 times")}),
-    (Observed(True, deployment=deployment(0), pods=[OOM]), 1, Phase.FAILED,
+    (True, Snapshot(deployment=deployment(0), pods=[OOM]), 1, Phase.FAILED,
      {"Available": ("False", "OOMKilled", "resources.limits.memory")}),
-    (Observed(True, deployment=deployment(2)), 2, Phase.READY,
+    (True, Snapshot(deployment=deployment(2)), 2, Phase.READY,
      {"Available": ("True", "Ready", "2 of 2"), "Degraded": ("False", "AllReplicasReady", "")}),
-    (Observed(True, deployment=deployment(1), pods=[UNSCHEDULABLE]), 2, Phase.READY,
+    (True, Snapshot(deployment=deployment(1), pods=[UNSCHEDULABLE]), 2, Phase.READY,
      {"Available": ("True", "Ready", "1 of 2"),
       "Degraded": ("True", "ReplicasUnavailable",
                    "1 of 2 replicas ready; no node fits: 0/4 nodes are available")}),
-    (Observed(True, deployment=deployment(1), pods=[CRASHING]), 2, Phase.READY,
+    (True, Snapshot(deployment=deployment(1), pods=[CRASHING]), 2, Phase.READY,
      {"Degraded": ("True", "ReplicasUnavailable", "; the engine keeps crashing")}),
-    (Observed(True, deployment=deployment(2), pods=[CRASHING]), 2, Phase.READY,
+    (True, Snapshot(deployment=deployment(2), pods=[CRASHING]), 2, Phase.READY,
      {"Degraded": ("False", "AllReplicasReady", "2 of 2 replicas ready")}),
-    (Observed(True, deployment=deployment(1), pods=[pod()]), 2, Phase.READY,
+    (True, Snapshot(deployment=deployment(1), pods=[pod()]), 2, Phase.READY,
      {"Degraded": ("True", "ReplicasUnavailable", "1 of 2 replicas ready")}),
-    (Observed(True, deployment=deployment(0)), 0, Phase.READY,
+    (True, Snapshot(deployment=deployment(0)), 0, Phase.READY,
      {"Available": ("False", "ScaledToZero", "")}),
 ]
 
 
-@pytest.mark.parametrize(("observed", "replicas", "phase", "expected"), CASES)
-def test_assess(observed: Observed, replicas: int, phase: Phase,
+@pytest.mark.parametrize(("complete", "observed", "replicas", "phase", "expected"), CASES)
+def test_assess(complete: bool, observed: Snapshot, replicas: int, phase: Phase,
                 expected: dict[str, tuple[str, str, str]]) -> None:
-    result = assess(observed, replicas)
+    result = assess(observed, complete, replicas)
     assert result.phase is phase
     found = {c.type: c for c in result.conditions}
     for kind, (status, reason, part) in expected.items():
@@ -97,11 +99,11 @@ def test_assess(observed: Observed, replicas: int, phase: Phase,
 
 
 def test_problem_is_what_deserves_a_warning() -> None:
-    ok = assess(Observed(True, deployment=deployment(1)), 1)
+    ok = assess(Snapshot(deployment=deployment(1)), True, 1)
     assert ok.problem is None
-    degraded = assess(Observed(True, deployment=deployment(1)), 2)
+    degraded = assess(Snapshot(deployment=deployment(1)), True, 2)
     assert degraded.problem is not None and degraded.problem.reason == "ReplicasUnavailable"
-    downloading = assess(Observed(False, CLAIM_BOUND, job={}), 1)
+    downloading = assess(Snapshot(claim=CLAIM_BOUND, job={}), False, 1)
     assert downloading.problem is None
 
 
@@ -120,6 +122,6 @@ def test_matches(desired: Obj, live: Obj, same: bool) -> None:
 
 def test_all_ready_says_only_the_count() -> None:
     """A stray crashing pod (an old ReplicaSet's) does not colour a fully ready Deployment."""
-    result = assess(Observed(True, deployment=deployment(2), pods=[CRASHING]), 2)
+    result = assess(Snapshot(deployment=deployment(2), pods=[CRASHING]), True, 2)
     degraded = next(c for c in result.conditions if c.type == "Degraded")
     assert degraded.message == "2 of 2 replicas ready"

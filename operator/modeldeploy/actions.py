@@ -1,0 +1,54 @@
+"""What a reconcile may do to the cluster, as data: apply an object or delete one; and the
+comparison that says whether a live object already has every field we set. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Server-side apply of ``obj`` (field manager ``modeldeploy``)."""
+
+    obj: Obj
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        meta = self.obj["metadata"]
+        return self.obj["kind"], meta["namespace"], meta["name"]
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.kind, self.namespace, self.name
+
+
+Action = Apply | Delete
+
+
+def apply_if_differs(desired: Obj, live: Obj | None) -> list[Action]:
+    return [] if live is not None and matches(desired, live) else [Apply(desired)]
+
+
+def matches(desired: Any, live: Any) -> bool:
+    """True when every field we set has the live value (the server may add more)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and matches(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(
+            matches(d, item) for d, item in zip(desired, live, strict=True))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live
+    if isinstance(desired, int | float) and isinstance(live, int | float):
+        return float(desired) == float(live)
+    return bool(desired == live)

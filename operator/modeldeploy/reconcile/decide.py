@@ -1,0 +1,111 @@
+"""Decide: one pure function from what a ModelDeployment wants (its plan, or why it has none)
+and what the cluster holds (the snapshot) to the actions, the status and the events.
+
+Level-based: the same decision serves create, update, resume and every child event; against a
+cluster that already matches it decides nothing, and a status equal to the one shown is no
+status write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..actions import Action, apply_if_differs
+from ..api import (
+    AVAILABLE,
+    RESOLVED,
+    Condition,
+    ModelDeploymentStatus,
+    Phase,
+    PlanError,
+    ResolvedPlan,
+    Why,
+)
+from ..cache.decide import cache_actions, is_complete, prune_actions
+from ..objects import Owner, Owners
+from ..plan import Plan
+from ..render.service import service
+from ..render.serving import deployment
+from .read import Snapshot
+from .status import Assessment, assess, condition, merge
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: list[Action] = field(default_factory=list)
+    status: Obj | None = None  # None: the status shown is already right
+    events: list[Event] = field(default_factory=list)
+
+
+def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[Owner],
+           now: str) -> Decision:
+    """``cache_users``: every ModelDeployment that wants the same cache (they all own it)."""
+    meta = body["metadata"]
+    old = ModelDeploymentStatus.model_validate(body.get("status") or {})
+    if isinstance(plan, PlanError):
+        invalid = [condition(RESOLVED, False, plan.reason, plan.message),
+                   condition(AVAILABLE, False, Why.INVALID, plan.message)]
+        status, events = _status(body, old, None, Assessment(Phase.INVALID, invalid), now)
+        return Decision([], status, events)
+    me = Owner(meta["name"], meta["uid"])
+    owners = Owners.of(me, cache_users)
+    complete = is_complete(plan, snap.claim, snap.job)
+    actions = cache_actions(plan, owners, complete, snap.claim, snap.job)
+    if complete:
+        actions += apply_if_differs(deployment(plan, owners.controller), snap.deployment)
+    actions += apply_if_differs(service(plan, owners.controller), snap.service)
+    actions += prune_actions(me, plan.cache.claim_name, snap.owned)
+    status, events = _status(body, old, plan, assess(snap, complete, plan.spec.replicas), now)
+    return Decision(actions, status, events)
+
+
+def resolved_condition(plan: Plan) -> Condition:
+    return condition(RESOLVED, True, Why.RESOLVED,
+                     f"{plan.title} on {plan.engine.value}: {plan.gpus} GPU(s) per replica")
+
+
+def _status(body: Obj, old: ModelDeploymentStatus, plan: Plan | None, assessment: Assessment,
+            now: str) -> tuple[Obj | None, list[Event]]:
+    generation = body["metadata"].get("generation")
+    conditions = assessment.conditions if plan is None else [resolved_condition(plan),
+                                                              *assessment.conditions]
+    new = ModelDeploymentStatus(
+        phase=assessment.phase, conditions=merge(old.conditions, conditions, generation, now),
+        resolved=None if plan is None else _resolved(plan),
+        endpoint=None if plan is None else plan.endpoint,
+        replicas=assessment.replicas if plan else None,
+        readyReplicas=assessment.ready_replicas if plan else None,
+        observedGeneration=generation)
+    new_dump = new.model_dump(mode="json", exclude_none=True)
+    if new_dump == old.model_dump(mode="json", exclude_none=True):
+        return None, []
+    events = []
+    if assessment.phase != old.phase:
+        before = old.phase.value if old.phase else "New"
+        events.append(Event("Normal", "Phase", f"{before} -> {assessment.phase.value}"))
+    problem = assessment.problem
+    if problem is not None and _reason_of(old, problem.type) != problem.reason:
+        events.append(Event("Warning", problem.reason, problem.message))
+    return new_dump, events
+
+
+def _resolved(plan: Plan) -> ResolvedPlan:
+    return ResolvedPlan(
+        modelId=plan.model_id, revision=plan.revision, hub=plan.hub, engine=plan.engine,
+        image=plan.image, gpusPerReplica=plan.gpus, tensorParallelSize=plan.tensor_parallel,
+        maxModelLen=plan.max_model_len, cacheClaim=plan.cache.claim_name,
+        servedModelName=plan.served_model_name)
+
+
+def _reason_of(status: ModelDeploymentStatus, kind: str) -> str | None:
+    return next((c.reason for c in status.conditions if c.type == kind), None)

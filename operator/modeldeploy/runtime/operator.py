@@ -1,0 +1,192 @@
+"""The operator's state and one reconcile: read -> decide -> execute, with the error edge.
+
+``Operator`` holds the watch-fed store, each ModelDeployment's plan (computed when its spec
+changes, so every cache's users are known before the first reconcile), the resource versions
+of the operator's own writes (their watch events queue no reconcile) and the work queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import ApiError
+
+from ..api import AVAILABLE, ModelDeploymentStatus, Phase, PlanError, Why
+from ..catalog import Catalog
+from ..config import OperatorConfig
+from ..objects import Owner
+from ..plan import Plan, plan_for
+from ..reconcile.decide import Decision, Event, decide
+from ..reconcile.execute import Writer, execute, write_status
+from ..reconcile.read import MODEL_DEPLOYMENT, EventLister, Snapshot, Store, concerned, read
+from ..reconcile.status import condition, merge
+from .metrics import CHILD_WRITES, ECHOES, RECONCILE_SECONDS, RECONCILES, STATUS_WRITES
+from .queue import Priority, WorkQueue
+
+log = logging.getLogger("modeldeploy")
+Obj = dict[str, Any]
+Key = tuple[str, str]
+WriteKey = tuple[str, str, str]
+
+
+class Client(Writer, EventLister):
+    """What a reconcile needs of the API: writes, and the events of an unbound claim."""
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Operator:
+    catalog: Catalog
+    config: OperatorConfig
+    post_event: Callable[[Obj, Event], None]
+    kube: Any = None  # a Client, set at startup
+    store: Store = field(default_factory=Store)
+    plans: dict[Key, tuple[str, int | None, Plan | PlanError]] = field(default_factory=dict)
+    # resourceVersion of each object's last write by this operator (None: deleted by it)
+    own_writes: dict[WriteKey, str | None] = field(default_factory=dict)
+    queue: WorkQueue | None = None
+
+    # -- the watches --------------------------------------------------------------------
+    def observe(self, kind: str, body: Obj) -> None:
+        """An object as a watch (or the initial listing) delivered it."""
+        stored = self.store.put(kind, body)
+        if kind == MODEL_DEPLOYMENT:
+            self._replan(stored)
+
+    def observe_deleted(self, kind: str, body: Obj) -> None:
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace") or "", meta["name"]
+        self.store.remove(kind, namespace, name)
+        if kind == MODEL_DEPLOYMENT:
+            key = (namespace, name)
+            self.plans.pop(key, None)
+            self.store.claims.want(key, None)
+            if self.queue is not None:
+                self.queue.forget(key)
+
+    def concerned(self, kind: str, body: Obj, event_type: str | None) -> list[tuple[Key,
+                                                                                  Priority]]:
+        """The ModelDeployments to reconcile after this event, and how urgently; none for
+        the echo of the operator's own write or for a deleted ModelDeployment."""
+        meta = body["metadata"]
+        write_key = (kind, meta.get("namespace") or "", meta["name"])
+        version = None if event_type == "DELETED" else meta.get("resourceVersion")
+        if write_key in self.own_writes and self.own_writes[write_key] == version:
+            del self.own_writes[write_key]
+            ECHOES.inc()
+            return []
+        if kind == MODEL_DEPLOYMENT:
+            if event_type == "DELETED":
+                return []  # the garbage collector removes what it alone owned
+            settled = (body.get("status") or {}).get("observedGeneration") == \
+                meta.get("generation")
+            return [((write_key[1], write_key[2]), Priority.EVENT if settled else Priority.NEW)]
+        return [(key, Priority.EVENT) for key in concerned(self.store, kind, body)]
+
+    def _replan(self, body: Obj) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        known = self.plans.get(key)
+        if known is not None and known[:2] == (meta.get("uid"), meta.get("generation")):
+            return
+        try:
+            plan: Plan | PlanError = plan_for(body, self.catalog, self.config)
+        except PlanError as err:
+            plan = err
+        self.plans[key] = (meta.get("uid"), meta.get("generation"), plan)
+        self.store.claims.want(key, plan.cache.claim_name if isinstance(plan, Plan) else None)
+
+    # -- one reconcile ------------------------------------------------------------------
+    async def reconcile(self, key: Key) -> bool:
+        """Reconcile one ModelDeployment; False asks the queue to retry it with backoff.
+        Never raises: an error becomes a condition, an event and a log line."""
+        body = self.store.get(MODEL_DEPLOYMENT, *key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return True
+        started = time.monotonic()
+        try:
+            decision = await self._decide(key, body)
+            await self._execute(key, body, decision)
+        except Exception as err:  # every failure is reported, then retried
+            RECONCILES.labels("error").inc()
+            await self._report_error(key, body, err)
+            return False
+        finally:
+            RECONCILE_SECONDS.observe(time.monotonic() - started)
+        invalid = decision.status is not None and decision.status.get("phase") == \
+            Phase.INVALID.value
+        RECONCILES.labels("invalid" if invalid else "ok").inc()
+        return True
+
+    async def _decide(self, key: Key, body: Obj) -> Decision:
+        self._replan(body)
+        plan = self.plans[key][2]
+        if isinstance(plan, PlanError):
+            return decide(body, plan, Snapshot(), [], now())
+        uid = body["metadata"]["uid"]
+        snap = await read(self.store, self.kube, plan, uid)
+        return decide(body, plan, snap, self._cache_users(plan), now())
+
+    def _cache_users(self, plan: Plan) -> list[Owner]:
+        users = []
+        for key in self.store.claims.users(plan.namespace, plan.cache.claim_name):
+            body = self.store.get(MODEL_DEPLOYMENT, *key)
+            if body is not None and not body["metadata"].get("deletionTimestamp"):
+                users.append(Owner(key[1], body["metadata"]["uid"]))
+        return users
+
+    async def _execute(self, key: Key, body: Obj, decision: Decision) -> None:
+        try:
+            written = await execute(self.kube, decision.actions)
+        finally:
+            CHILD_WRITES.inc(len(decision.actions))
+        for kind, namespace, name, obj in written:  # the store holds what was just written
+            if obj is None:
+                self.own_writes[(kind, namespace, name)] = None
+                self.store.remove(kind, namespace, name)
+            else:
+                self.own_writes[(kind, namespace, name)] = obj["metadata"].get("resourceVersion")
+                self.store.put(kind, obj)
+        if decision.status is not None:
+            self._wrote_status(key, await write_status(self.kube, key[0], key[1],
+                                                       decision.status))
+            STATUS_WRITES.inc()
+        for event in decision.events:
+            self.post_event(body, event)
+            log.info("%s %s/%s: %s", event.reason, key[0], key[1], event.message)
+
+    async def _report_error(self, key: Key, body: Obj, err: Exception) -> None:
+        """A refused write (RBAC, admission, quota) or a lost connection becomes the Available
+        condition and a Warning event; the queue retries with backoff."""
+        if isinstance(err, ApiError):
+            reason, message = Why.API_ERROR, \
+                f"the Kubernetes API refused a change: {err.status.message}"
+        else:
+            reason, message = Why.RECONCILE_ERROR, \
+                f"reconcile failed, retrying: {type(err).__name__}: {err}".rstrip(": ")
+        log.error("reconcile of %s/%s failed: %s", key[0], key[1], message)
+        old = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        if any(c.type == AVAILABLE and c.message == message for c in old.conditions):
+            return  # already reported
+        kept = [c for c in old.conditions if c.type != AVAILABLE]
+        failed = condition(AVAILABLE, False, reason, message)
+        merged = merge(old.conditions, [*kept, failed], body["metadata"].get("generation"), now())
+        status = {"conditions": [c.model_dump(mode="json", exclude_none=True) for c in merged]}
+        try:
+            self._wrote_status(key, await write_status(self.kube, key[0], key[1], status))
+        except Exception as second:  # the API may be what is down
+            log.warning("could not report the error on %s/%s: %s", key[0], key[1], second)
+            return
+        self.post_event(body, Event("Warning", reason, message))
+
+    def _wrote_status(self, key: Key, updated: Obj) -> None:
+        self.own_writes[(MODEL_DEPLOYMENT, *key)] = updated["metadata"].get("resourceVersion")
+        self.store.put(MODEL_DEPLOYMENT, updated)

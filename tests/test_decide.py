@@ -1,0 +1,208 @@
+"""decide(), by scenario: the actions, status and events for each state the e2e suite drives
+the operator through (pure: dict fixtures, no cluster)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from modeldeploy.actions import Action, Apply, Delete
+from modeldeploy.api import ModelDeploymentSpec, PlanError, Reason
+from modeldeploy.cache.decide import wanted_claim
+from modeldeploy.cache.naming import download_job_name
+from modeldeploy.catalog import Catalog
+from modeldeploy.config import OperatorConfig
+from modeldeploy.labels import CACHE_COMPLETE_ANNOTATION, RETAIN_ANNOTATION
+from modeldeploy.objects import Owner, Owners
+from modeldeploy.plan import Plan, make_plan
+from modeldeploy.reconcile.decide import Decision, decide
+from modeldeploy.reconcile.read import Snapshot
+from modeldeploy.render.service import service
+from modeldeploy.render.serving import deployment
+
+Obj = dict[str, Any]
+NOW = "2026-01-01T00:00:00Z"
+ME = Owner("md", "uid-md")
+
+
+@pytest.fixture
+def plan(catalog: Catalog, config: OperatorConfig) -> Plan:
+    spec = ModelDeploymentSpec.model_validate({"model": "deepseek-v2-chat",
+                                               "sizeInBillions": 16})
+    return make_plan("md", "llm", spec, catalog, config)
+
+
+def body(status: Obj | None = None, generation: int = 1) -> Obj:
+    obj: Obj = {"metadata": {"name": "md", "namespace": "llm", "uid": "uid-md",
+                             "generation": generation}}
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def kinds(actions: list[Action]) -> list[str]:
+    return [f"{'apply' if isinstance(a, Apply) else 'delete'} {a.key[0]}" for a in actions]
+
+
+def live(obj: Obj, **status: Any) -> Obj:
+    """An object as the API server returns it: what we applied, plus server fields."""
+    got = copy.deepcopy(obj)
+    got["metadata"] |= {"uid": "x", "resourceVersion": "1"}
+    if status:
+        got["status"] = status
+    return got
+
+
+def bound_claim(plan: Plan, complete: bool, users: list[Owner] | None = None) -> Obj:
+    owners = Owners.of(ME, users or [ME])
+    return live(wanted_claim(plan, owners, complete, None), phase="Bound")
+
+
+def job(plan: Plan, **status: Any) -> Obj:
+    return {"metadata": {"name": download_job_name(plan.cache.claim_name), "namespace": "llm"},
+            "status": status}
+
+
+def serving(plan: Plan, ready: int = 1) -> tuple[Obj, Obj]:
+    owner = Owners.of(ME, [ME]).controller
+    return (live(deployment(plan, owner), readyReplicas=ready), live(service(plan, owner)))
+
+
+def conditions(decision: Decision) -> dict[str, tuple[str, str]]:
+    assert decision.status is not None
+    return {c["type"]: (c["status"], c["reason"]) for c in decision.status["conditions"]}
+
+
+def test_first_apply_creates_the_cache_its_job_and_the_service_but_no_deployment(
+        plan: Plan) -> None:
+    decision = decide(body(), plan, Snapshot(), [ME], NOW)
+    assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "apply Job",
+                                       "apply Service"]
+    assert decision.status is not None and decision.status["phase"] == "Downloading"
+    assert conditions(decision)["Available"] == ("False", "WaitingForCache")
+    assert [e.message for e in decision.events] == ["New -> Downloading"]
+
+
+def test_a_finished_job_marks_the_claim_removes_the_job_and_starts_the_engine(
+        plan: Plan) -> None:
+    snap = Snapshot(claim=bound_claim(plan, complete=False),
+                    job=job(plan, conditions=[{"type": "Complete", "status": "True"}]))
+    decision = decide(body(), plan, snap, [ME], NOW)
+    assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "delete Job",
+                                       "apply Deployment", "apply Service"]
+    marked = decision.actions[0]
+    assert isinstance(marked, Apply)
+    assert marked.obj["metadata"]["annotations"][CACHE_COMPLETE_ANNOTATION].startswith(
+        "huggingface/deepseek-ai/DeepSeek-V2-Lite-Chat@")
+    assert decision.status is not None and decision.status["phase"] == "Starting"
+
+
+def test_a_complete_cache_starts_at_once_without_a_job(plan: Plan) -> None:
+    decision = decide(body(), plan, Snapshot(claim=bound_claim(plan, complete=True)), [ME],
+                      NOW)
+    assert kinds(decision.actions) == ["apply Deployment", "apply Service"]
+
+
+def test_everything_in_place_decides_nothing_and_a_second_run_writes_no_status(
+        plan: Plan) -> None:
+    deploy, svc = serving(plan)
+    snap = Snapshot(claim=bound_claim(plan, complete=True), deployment=deploy, service=svc)
+    first = decide(body(), plan, snap, [ME], NOW)
+    assert first.actions == []
+    assert first.status is not None and first.status["phase"] == "Ready"
+    again = decide(body(first.status), plan, snap, [ME], "2026-01-02T00:00:00Z")
+    assert again == Decision()
+
+
+def test_drift_is_put_back(plan: Plan) -> None:
+    deploy, svc = serving(plan)
+    deploy["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
+    del svc["spec"]["ports"]
+    snap = Snapshot(claim=bound_claim(plan, complete=True), deployment=deploy, service=svc)
+    assert kinds(decide(body(), plan, snap, [ME], NOW).actions) == [
+        "apply Deployment", "apply Service"]
+
+
+def test_a_shared_cache_is_owned_by_every_user(plan: Plan) -> None:
+    other = Owner("other", "uid-other")
+    snap = Snapshot(claim=bound_claim(plan, complete=True))
+    decision = decide(body(), plan, snap, [ME, other], NOW)
+    claim = next(a for a in decision.actions if a.key[0] == "PersistentVolumeClaim")
+    assert isinstance(claim, Apply)
+    assert [r["name"] for r in claim.obj["metadata"]["ownerReferences"]] == ["md", "other"]
+
+
+def _old_claim(name: str, *owners: Owner, retained: bool = False) -> Obj:
+    annotations = {RETAIN_ANNOTATION: "true"} if retained else {}
+    return {"metadata": {"name": name, "namespace": "llm", "labels": {"a": "b"},
+                         "annotations": annotations,
+                         "ownerReferences": [{"name": o.name, "uid": o.uid,
+                                              "kind": "ModelDeployment"} for o in owners]},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "34Gi"}}}}
+
+
+@pytest.mark.parametrize(("owners", "retained", "expected"), [
+    ([ME], False, ["delete PersistentVolumeClaim", "delete Job"]),
+    ([ME, Owner("other", "uid-other")], False, ["apply PersistentVolumeClaim"]),
+    ([ME], True, ["apply PersistentVolumeClaim"]),
+    ([Owner("other", "uid-other")], False, []),  # not ours any more: the watch was behind
+])
+def test_a_revision_change_prunes_the_old_cache(plan: Plan, owners: list[Owner],
+                                                 retained: bool, expected: list[str]) -> None:
+    deploy, svc = serving(plan)
+    old = _old_claim("weights-old", *owners, retained=retained)
+    snap = Snapshot(claim=bound_claim(plan, complete=True), deployment=deploy, service=svc,
+                    owned=[(old, job(plan))])
+    actions = decide(body(), plan, snap, [ME], NOW).actions
+    assert kinds(actions) == expected
+    for action in actions:
+        if isinstance(action, Apply):
+            assert ME.uid not in {r["uid"] for r in action.obj["metadata"]["ownerReferences"]}
+        if isinstance(action, Delete) and action.kind == "Job":
+            assert action.name == "weights-old-dl"
+
+
+def test_an_invalid_spec_creates_nothing_and_says_why(plan: Plan) -> None:
+    error = PlanError(Reason.UNKNOWN_MODEL, "model 'x' is not in the catalog")
+    decision = decide(body(), error, Snapshot(), [], NOW)
+    assert decision.actions == []
+    assert decision.status is not None and decision.status["phase"] == "Invalid"
+    assert conditions(decision) == {"Resolved": ("False", "UnknownModel"),
+                                    "Available": ("False", "InvalidSpec")}
+    assert "resolved" not in decision.status
+
+
+@pytest.mark.parametrize(("snap_of", "phase", "reason"), [
+    (lambda p: Snapshot(claim=bound_claim(p, False),
+                        job=job(p, conditions=[{"type": "Failed", "status": "True",
+                                                "reason": "BackoffLimitExceeded"}])),
+     "Failed", "DownloadFailed"),
+    (lambda p: Snapshot(claim={**bound_claim(p, False), "status": {"phase": "Pending"}},
+                        claim_events=[{"type": "Warning", "message": "no such class"}]),
+     "Pending", "CachePending"),
+])
+def test_failures_are_a_phase_a_condition_and_one_warning(
+        plan: Plan, snap_of: Any, phase: str, reason: str) -> None:
+    decision = decide(body(), plan, snap_of(plan), [ME], NOW)
+    assert decision.status is not None and decision.status["phase"] == phase
+    assert conditions(decision)["CacheReady"] == ("False", reason)
+    warnings = [e for e in decision.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == [reason]
+    # reported once: the same state again raises no second warning
+    again = decide(body(decision.status), plan, snap_of(plan), [ME], NOW)
+    assert again.events == []
+
+
+def test_unschedulable_replicas_say_the_schedulers_words(plan: Plan) -> None:
+    deploy, svc = serving(plan, ready=0)
+    pod = {"metadata": {"name": "p"}, "status": {"conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]}}
+    snap = Snapshot(claim=bound_claim(plan, True), deployment=deploy, service=svc, pods=[pod])
+    decision = decide(body(), plan, snap, [ME], NOW)
+    assert decision.actions == []
+    assert conditions(decision)["Available"] == ("False", "Unschedulable")
+    assert decision.status is not None and decision.status["phase"] == "Pending"
