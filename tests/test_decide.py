@@ -80,9 +80,15 @@ def test_first_apply_creates_the_cache_its_job_and_the_service_but_no_deployment
     decision = decide(body(), plan, Snapshot(), [ME], NOW)
     assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "apply Job",
                                        "apply Service"]
-    assert decision.status is not None and decision.status["phase"] == "Downloading"
+    # the claim is being created: the first thing to wait for is its volume
+    assert decision.status is not None and decision.status["phase"] == "Pending"
+    assert conditions(decision)["CacheReady"] == ("False", "WaitingForVolume")
     assert conditions(decision)["Available"] == ("False", "WaitingForCache")
-    assert [e.message for e in decision.events] == ["New -> Downloading"]
+    assert [e.message for e in decision.events] == ["New -> Pending"]
+    bound = Snapshot(claim=bound_claim(plan, complete=False), job=job(plan, active=1))
+    downloading = decide(body(decision.status), plan, bound, [ME], NOW)
+    assert downloading.status is not None and downloading.status["phase"] == "Downloading"
+    assert [e.message for e in downloading.events] == ["Pending -> Downloading"]
 
 
 def test_a_finished_job_marks_the_claim_removes_the_job_and_starts_the_engine(

@@ -47,8 +47,7 @@ def pod(name: str, **labels: str) -> Obj:
 
 @pytest.fixture
 def operator() -> Operator:
-    return Operator(catalog=builtin_catalog(), config=OperatorConfig(),
-                    post_event=lambda _body, _event: None)
+    return Operator(catalog=builtin_catalog(), config=OperatorConfig())
 
 
 def test_claims_owned_by_follows_the_watch() -> None:

@@ -8,7 +8,7 @@ status write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..actions import Action, apply_if_differs
@@ -23,6 +23,8 @@ from ..api import (
     Why,
 )
 from ..cache.decide import cache_actions, is_complete, prune_actions
+from ..cache.objects import cache_claim
+from ..cache.objects import cache_claim
 from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
@@ -65,6 +67,8 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
         actions += apply_if_differs(deployment(plan, owners.controller), snap.deployment)
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
     actions += prune_actions(me, plan.cache.claim_name, snap.owned)
+    if snap.claim is None:  # being created: the status says it waits for it to be bound
+        snap = replace(snap, claim=cache_claim(plan, []))
     status, events = _status(body, old, plan, assess(snap, complete, plan.spec.replicas), now)
     return Decision(actions, status, events)
 

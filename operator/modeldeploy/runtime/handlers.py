@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from .. import GROUP, PLURAL, VERSION
 from ..labels import MANAGED_BY, MANAGED_BY_VALUE
-from ..reconcile.decide import Event
 from ..reconcile.read import CLAIM, DEPLOYMENT, JOB, MODEL_DEPLOYMENT, POD, SERVICE
 from .kube import Kube
 from .metrics import QUEUE_DEPTH, RESYNC_PASSES, WATCH_EVENTS
@@ -46,11 +45,6 @@ def _operator(memo: Any) -> Operator:
 def _plain(body: kopf.Body) -> Obj:
     """The raw object (kopf's body is a view of it); nested values are shared, never changed."""
     return dict(body)
-
-
-def post_event(body: Obj, event: Event) -> None:
-    kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event.type, reason=event.reason,
-               message=event.message)
 
 
 @kopf.on.startup()

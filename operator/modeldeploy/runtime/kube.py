@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from datetime import UTC, datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
@@ -11,7 +13,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Service
 from lightkube.types import CascadeType, PatchType
 
-from .. import GROUP, KIND, PLURAL, VERSION
+from .. import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .metrics import API_CALLS
 
 FIELD_MANAGER = "modeldeploy"
@@ -74,6 +76,23 @@ class Kube:
                                           {"status": status}, namespace=namespace,
                                           patch_type=PatchType.MERGE)
         return _as_dict(patched)
+
+
+    async def post_event(self, body: Obj, type: str, reason: str, message: str) -> None:
+        """A core/v1 Event about a ModelDeployment (what `kubectl describe` shows)."""
+        self._count("create", "Event")
+        meta = body["metadata"]
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.client.create(codecs.from_dict({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": type, "reason": reason, "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER, "reportingInstance": socket.gethostname(),
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }))
 
 
 def _as_dict(obj: Any) -> Obj:

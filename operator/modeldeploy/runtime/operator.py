@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +34,9 @@ WriteKey = tuple[str, str, str]
 
 
 class Client(Writer, EventLister):
-    """What a reconcile needs of the API: writes, and the events of an unbound claim."""
+    """What a reconcile needs of the API: writes, events, and the events of an unbound claim."""
+
+    async def post_event(self, body: Obj, type: str, reason: str, message: str) -> None: ...
 
 
 def now() -> str:
@@ -46,7 +47,6 @@ def now() -> str:
 class Operator:
     catalog: Catalog
     config: OperatorConfig
-    post_event: Callable[[Obj, Event], None]
     kube: Any = None  # a Client, set at startup
     store: Store = field(default_factory=Store)
     plans: dict[Key, tuple[str, int | None, Plan | PlanError]] = field(default_factory=dict)
@@ -79,8 +79,7 @@ class Operator:
         meta = body["metadata"]
         write_key = (kind, meta.get("namespace") or "", meta["name"])
         version = None if event_type == "DELETED" else meta.get("resourceVersion")
-        if write_key in self.own_writes and self.own_writes[write_key] == version:
-            del self.own_writes[write_key]
+        if write_key in self.own_writes and self.own_writes.pop(write_key) == version:
             ECHOES.inc()
             return []
         if kind == MODEL_DEPLOYMENT:
@@ -160,8 +159,15 @@ class Operator:
                                                        decision.status))
             STATUS_WRITES.inc()
         for event in decision.events:
-            self.post_event(body, event)
+            await self._post(body, event)
             log.info("%s %s/%s: %s", event.reason, key[0], key[1], event.message)
+
+    async def _post(self, body: Obj, event: Event) -> None:
+        try:
+            await self.kube.post_event(body, event.type, event.reason, event.message)
+        except Exception as err:  # an event is worth a try, never a failed reconcile
+            log.warning("could not post event %s on %s: %s", event.reason,
+                        body["metadata"]["name"], err)
 
     async def _report_error(self, key: Key, body: Obj, err: Exception) -> None:
         """A refused write (RBAC, admission, quota) or a lost connection becomes the Available
@@ -185,7 +191,7 @@ class Operator:
         except Exception as second:  # the API may be what is down
             log.warning("could not report the error on %s/%s: %s", key[0], key[1], second)
             return
-        self.post_event(body, Event("Warning", reason, message))
+        await self._post(body, Event("Warning", reason, message))
 
     def _wrote_status(self, key: Key, updated: Obj) -> None:
         self.own_writes[(MODEL_DEPLOYMENT, *key)] = updated["metadata"].get("resourceVersion")

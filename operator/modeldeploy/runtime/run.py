@@ -10,7 +10,7 @@ from prometheus_client import start_http_server
 
 from ..catalog import load_catalog
 from ..config import load_config
-from . import handlers
+from . import handlers  # noqa: F401  (registers the handlers with kopf)
 from .operator import Operator
 
 DEFAULT_RESYNC_SECONDS = 600.0
@@ -43,7 +43,7 @@ def run_operator(namespaces: list[str], config_path: Path | None, catalog_paths:
     _configure_logging(log_level)
     if metrics_port:
         start_http_server(metrics_port)
-    operator = Operator(catalog=catalog, config=config, post_event=handlers.post_event)
+    operator = Operator(catalog=catalog, config=config)
     memo = kopf.Memo(operator=operator, resync_seconds=resync_seconds)
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo,
              liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None)
