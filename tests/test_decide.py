@@ -96,8 +96,8 @@ def test_a_finished_job_marks_the_claim_removes_the_job_and_starts_the_engine(
     snap = Snapshot(claim=bound_claim(plan, complete=False),
                     job=job(plan, conditions=[{"type": "Complete", "status": "True"}]))
     decision = decide(body(), plan, snap, [ME], NOW)
-    assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "delete Job",
-                                       "apply Deployment", "apply Service"]
+    assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "apply Deployment",
+                                       "apply Service", "delete Job"]
     marked = decision.actions[0]
     assert isinstance(marked, Apply)
     assert marked.obj["metadata"]["annotations"][CACHE_COMPLETE_ANNOTATION].startswith(

@@ -46,9 +46,15 @@ def cache_actions(plan: Plan, owners: Owners, complete: bool, claim: Obj | None,
     actions = apply_if_differs(wanted_claim(plan, owners, complete, claim), claim)
     if not complete and job is None:
         actions.append(Apply(download_job(plan, owners.cache)))
-    if complete and job is not None:
-        actions.append(Delete("Job", plan.namespace, download_job_name(plan.cache.claim_name)))
     return actions
+
+
+def cleanup_actions(plan: Plan, complete: bool, job: Obj | None) -> list[Action]:
+    """A finished download's Job goes once the claim records it (and after the engine's
+    objects are applied: a refused Deployment leaves the finished Job to look at)."""
+    if complete and job is not None:
+        return [Delete("Job", plan.namespace, download_job_name(plan.cache.claim_name))]
+    return []
 
 
 def prune_actions(me: Owner, wanted: str,

@@ -22,7 +22,7 @@ from ..api import (
     ResolvedPlan,
     Why,
 )
-from ..cache.decide import cache_actions, is_complete, prune_actions
+from ..cache.decide import cache_actions, cleanup_actions, is_complete, prune_actions
 from ..cache.objects import cache_claim
 from ..cache.objects import cache_claim
 from ..objects import Owner, Owners
@@ -66,6 +66,7 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     if complete:
         actions += apply_if_differs(deployment(plan, owners.controller), snap.deployment)
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
+    actions += cleanup_actions(plan, complete, snap.job)
     actions += prune_actions(me, plan.cache.claim_name, snap.owned)
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
