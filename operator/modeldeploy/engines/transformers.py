@@ -1,4 +1,5 @@
-"""Transformers, served by modeldeploy's own image (``python -m modeldeploy.serve``).
+"""Transformers, served by modeldeploy's own image (``python -m modeldeploy_serve``, the
+``modeldeploy-serve`` distribution in serve/).
 
 Layers are spread over the replica's GPUs with ``device_map="auto"``, so any GPU count
 works; 8-bit and 4-bit are bitsandbytes quantization at load time.
@@ -31,7 +32,7 @@ class Transformers(EngineModule):
         quantization = [] if plan.quantization == "none" else ["--quantization",
                                                                 plan.quantization]
         return [
-            "python", "-m", "modeldeploy.serve",
+            "python", "-m", "modeldeploy_serve",
             "--model", model_path,
             "--served-model-name", plan.served_model_name,
             "--host", "0.0.0.0",
