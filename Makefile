@@ -40,8 +40,8 @@ images:
 	set -ex; \
 	$(DOCKER) build -f images/operator/Dockerfile -t $(REGISTRY)/operator:$(VERSION) .; \
 	$(DOCKER) build -t $(REGISTRY)/loader:$(VERSION) images/loader; \
-	$(DOCKER) build -f images/transformers/Dockerfile -t $(REGISTRY)/transformers:$(VERSION) .; \
-	$(DOCKER) build -f images/transformers/Dockerfile.vl2 -t $(REGISTRY)/transformers-vl2:$(VERSION) .
+	$(DOCKER) build -f images/transformers/Dockerfile -t $(REGISTRY)/transformers:$(VERSION) serve; \
+	$(DOCKER) build -f images/transformers/Dockerfile.vl2 -t $(REGISTRY)/transformers-vl2:$(VERSION) serve
 
 # helm lint --strict with the default and the namespaced values. Uses `helm` from PATH, else the
 # pinned one the e2e build makes.

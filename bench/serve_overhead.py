@@ -6,7 +6,7 @@ for a GPU machine), then for each concurrency C:
 
 * direct: ``model.generate`` on a left-padded batch of the same C prompts, greedy,
   exactly ``--max-tokens`` new tokens each, in this process;
-* server: ``python -m modeldeploy.serve`` on 127.0.0.1 with the same folder, C concurrent
+* server: ``python -m modeldeploy_serve`` on 127.0.0.1 with the same folder, C concurrent
   ``/v1/completions`` requests (token-id prompts, greedy, ``ignore_eos``) from C threads.
 
 It prints tokens/s of both and the overhead ratio (direct / server; 1.00 = no overhead).
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "operator"))
+sys.path.insert(0, str(REPO / "serve"))  # the modeldeploy-serve distribution
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -104,7 +104,7 @@ class Direct:
 
 
 class Server:
-    """``python -m modeldeploy.serve`` on 127.0.0.1, driven by the openai client."""
+    """``python -m modeldeploy_serve`` on 127.0.0.1, driven by the openai client."""
 
     def __init__(self, model_dir: str, dtype: str, max_batch: int, max_tokens: int,
                  extra: list[str]) -> None:
@@ -116,8 +116,8 @@ class Server:
         self.tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         port = free_port()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (str(REPO / "operator"), os.environ.get("PYTHONPATH", "")) if p))
-        cmd = [sys.executable, "-m", "modeldeploy.serve", "--model", model_dir,
+            p for p in (str(REPO / "serve"), os.environ.get("PYTHONPATH", "")) if p))
+        cmd = [sys.executable, "-m", "modeldeploy_serve", "--model", model_dir,
                "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(port),
                "--dtype", dtype, "--max-batch-size", str(max_batch), "--log-level", "warning",
                *extra]
@@ -194,7 +194,7 @@ def main() -> int:
     args = p.parse_args()
     dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
 
-    from modeldeploy.serve.tiny import build_model_folder
+    from modeldeploy_serve.tiny import build_model_folder
 
     tmp = None
     model_dir = args.model_dir

@@ -461,6 +461,8 @@ def _copy_sources(dockerfile: Path) -> list[str]:
 @pytest.mark.parametrize(("dockerfile", "context"), [
     ("images/operator/Dockerfile", "."),
     ("images/loader/Dockerfile", "images/loader"),
+    ("images/transformers/Dockerfile", "serve"),
+    ("images/transformers/Dockerfile.vl2", "serve"),
 ])
 def test_image_build_contexts_hold_what_the_dockerfiles_copy(dockerfile: str,
                                                              context: str) -> None:
@@ -474,6 +476,22 @@ def test_image_build_contexts_hold_what_the_dockerfiles_copy(dockerfile: str,
         assert _dockerignore_keeps(patterns, source), f"{ignore} leaves out {source}"
     assert not _dockerignore_keeps(patterns, ".git")
     assert not _dockerignore_keeps(patterns, "operator/modeldeploy/__pycache__")
+    assert not _dockerignore_keeps(patterns, "modeldeploy_serve/__pycache__")
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.vl2"])
+def test_transformers_images_hold_the_server_and_no_operator_code(dockerfile: str) -> None:
+    """The engine images are built from serve/ (the modeldeploy-serve distribution), which holds
+    no operator code, and run the module the operator renders."""
+    path = ROOT / "images" / "transformers" / dockerfile
+    text = path.read_text()
+    sources = _copy_sources(path)
+    assert "modeldeploy_serve" in sources, sources
+    assert not any(s.startswith(("operator", "..", "/")) for s in sources), sources
+    assert not (ROOT / "serve" / "modeldeploy").exists()
+    assert not (ROOT / "operator" / "modeldeploy" / "serve").exists()
+    assert 'ENTRYPOINT ["python", "-m", "modeldeploy_serve"]' in text
+    assert "USER 1000:1000" in text
 
 
 def test_image_users_match_the_pods() -> None:

@@ -13,7 +13,7 @@ from modeldeploy.engines import EngineInput, engine_module
 
 PACKAGE = Path(__file__).resolve().parent.parent / "operator" / "modeldeploy"
 # where engines may be named: their modules, the API's enum, the defaults, the catalog
-ALLOWED = ("engines/", "api/spec.py", "config.py", "catalog/", "serve/")
+ALLOWED = ("engines/", "api/spec.py", "config.py", "catalog/")
 NAMED = re.compile(r"Engine\.(VLLM|SGLANG|TRANSFORMERS)\b|[\"'](vllm|sglang|transformers)[\"']")
 
 

@@ -102,7 +102,7 @@ def test_4bit_transformers_is_a_bitsandbytes_load(catalog: Catalog,
     objects = render(make(catalog, config, model="deepseek-v2-chat", sizeInBillions=16,
                           quantization="4-bit"))
     command = engine_command(objects)
-    assert command[:3] == ["python", "-m", "modeldeploy.serve"]
+    assert command[:3] == ["python", "-m", "modeldeploy_serve"]
     assert flag(command, "--quantization") == "4-bit"
     pod = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True

@@ -1,4 +1,5 @@
-"""Transformers, served by modeldeploy's own image (``python -m modeldeploy.serve``).
+"""Transformers, served by modeldeploy's own image (``python -m modeldeploy_serve``, the
+``modeldeploy-serve`` distribution in serve/).
 
 Layers are spread over the replica's GPUs with ``device_map="auto"``, so any GPU count
 works; 8-bit and 4-bit are bitsandbytes quantization at load time.
@@ -27,7 +28,7 @@ class Transformers(EngineModule):
         quantization = [] if given.quantization == "none" else ["--quantization",
                                                                 given.quantization]
         return [
-            "python", "-m", "modeldeploy.serve",
+            "python", "-m", "modeldeploy_serve",
             "--model", given.model_path,
             "--served-model-name", given.served_model_name,
             "--host", "0.0.0.0",

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from .errors import APIError
 from .protocol import Sampling
 
-log = logging.getLogger("modeldeploy.serve")
+log = logging.getLogger("modeldeploy_serve")
 
 # events a sequence's stream carries
 TOKEN = "token"

@@ -1,5 +1,5 @@
-"""The server's parts that need no running server: flags, schemas, messages, VL2 conversations,
-incremental detokenizing, per-row stopping."""
+"""The server's parts that need no running server and no torch: flags, schemas, messages, VL2
+conversations, incremental detokenizing, per-row stopping."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.serve import config as cfgmod
-from modeldeploy.serve import engine as eng
-from modeldeploy.serve.detok import IncrementalDetokenizer, TextCollector
-from modeldeploy.serve.errors import APIError
-from modeldeploy.serve.messages import decode_image_url, open_image, text_messages, to_turns
-from modeldeploy.serve.protocol import (
+from modeldeploy_serve import config as cfgmod
+from modeldeploy_serve import engine as eng
+from modeldeploy_serve.detok import IncrementalDetokenizer, TextCollector
+from modeldeploy_serve.errors import APIError
+from modeldeploy_serve.messages import decode_image_url, open_image, text_messages, to_turns
+from modeldeploy_serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     Sampling,
@@ -25,7 +25,7 @@ from modeldeploy.serve.protocol import (
     stop_list,
     validate,
 )
-from modeldeploy.serve.vl2 import ASSISTANT_ROLE, IMAGE_TOKEN, USER_ROLE, to_conversation
+from modeldeploy_serve.vl2 import ASSISTANT_ROLE, IMAGE_TOKEN, USER_ROLE, to_conversation
 
 RENDERED = ["--model", "/models/x", "--served-model-name", "deepseek-v2-chat", "--host",
             "0.0.0.0", "--port", "8000"]
@@ -74,30 +74,6 @@ def test_bad_flags_are_refused(bad: list[str]) -> None:
 def test_served_name_defaults_to_the_folder_name() -> None:
     cfg = cfgmod.parse_args(["--model", "/models/snapshots/abc123/"])
     assert cfg.served_model_names == ("abc123",)
-
-
-def test_bitsandbytes_config_from_the_flags() -> None:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("bitsandbytes")  # transformers 4.38 checks its version here
-    from transformers import BitsAndBytesConfig
-
-    assert cfgmod.bnb_config_kwargs(cfgmod.parse_args(RENDERED), torch.bfloat16) is None
-
-    four = cfgmod.bnb_config_kwargs(cfgmod.parse_args([*RENDERED, "--quantization", "4-bit"]),
-                                    torch.bfloat16)
-    assert four is not None
-    q4 = BitsAndBytesConfig(**four)
-    assert q4.load_in_4bit and not q4.load_in_8bit
-    assert q4.bnb_4bit_quant_type == "nf4" and q4.bnb_4bit_use_double_quant
-    assert q4.bnb_4bit_compute_dtype == torch.bfloat16
-
-    eight = cfgmod.bnb_config_kwargs(
-        cfgmod.parse_args([*RENDERED, "--quantization", "8-bit", "--bnb-skip-modules",
-                           "kv_b_proj"]), torch.float32)
-    assert eight is not None
-    q8 = BitsAndBytesConfig(**eight)
-    assert q8.load_in_8bit and not q8.load_in_4bit
-    assert q8.llm_int8_skip_modules == ["lm_head", "kv_b_proj"]
 
 
 def test_model_folder_checks(tmp_path: Path) -> None:
@@ -322,8 +298,7 @@ def test_vl2_conversation_refusals() -> None:
 # -- detokenizing ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenizer() -> object:
-    pytest.importorskip("transformers")
-    from modeldeploy.serve.tiny import train_tokenizer
+    from modeldeploy_serve.tiny import train_tokenizer
 
     return train_tokenizer()
 

@@ -17,7 +17,7 @@ from .engine import BatchControl, Sequence
 from .errors import bad_request
 from .messages import Turn, text_messages
 
-log = logging.getLogger("modeldeploy.serve")
+log = logging.getLogger("modeldeploy_serve")
 
 
 # -- version differences -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``python -m modeldeploy.serve``."""
+"""``python -m modeldeploy_serve``."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from .textmodel import (
     resolve_dtype,
 )
 
-log = logging.getLogger("modeldeploy.serve")
+log = logging.getLogger("modeldeploy_serve")
 
 USER_ROLE = "<|User|>"
 ASSISTANT_ROLE = "<|Assistant|>"

@@ -20,13 +20,43 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from serve_harness import SERVED_NAME, Server, start_server, stop_server
 
+pytest.importorskip("torch", reason="loading a model needs torch")
 bnb = pytest.importorskip("bitsandbytes")
+
+RENDERED = ["--model", "/models/x", "--served-model-name", "deepseek-v2-chat", "--host",
+            "0.0.0.0", "--port", "8000"]
+
+
+def test_bitsandbytes_config_from_the_flags() -> None:
+    import torch
+    from transformers import BitsAndBytesConfig  # transformers 4.38 checks bitsandbytes here
+
+    from modeldeploy_serve import config as cfgmod
+
+    assert cfgmod.bnb_config_kwargs(cfgmod.parse_args(RENDERED), torch.bfloat16) is None
+
+    four = cfgmod.bnb_config_kwargs(cfgmod.parse_args([*RENDERED, "--quantization", "4-bit"]),
+                                    torch.bfloat16)
+    assert four is not None
+    q4 = BitsAndBytesConfig(**four)
+    assert q4.load_in_4bit and not q4.load_in_8bit
+    assert q4.bnb_4bit_quant_type == "nf4" and q4.bnb_4bit_use_double_quant
+    assert q4.bnb_4bit_compute_dtype == torch.bfloat16
+
+    eight = cfgmod.bnb_config_kwargs(
+        cfgmod.parse_args([*RENDERED, "--quantization", "8-bit", "--bnb-skip-modules",
+                           "kv_b_proj"]), torch.float32)
+    assert eight is not None
+    q8 = BitsAndBytesConfig(**eight)
+    assert q8.load_in_8bit and not q8.load_in_4bit
+    assert q8.llm_int8_skip_modules == ["lm_head", "kv_b_proj"]
 
 
 def _eight_bit_skip() -> str:
-    from modeldeploy.serve.textmodel import transformers_version
+    from modeldeploy_serve.textmodel import transformers_version
 
     return "kv_b_proj" if transformers_version() >= (5, 0) else ""
 
@@ -40,8 +70,8 @@ def _linear_kinds(model: object) -> dict[str, str]:
 
 @pytest.mark.parametrize(("quant", "kind"), [("4-bit", "Linear4bit"), ("8-bit", "Linear8bitLt")])
 def test_loader_quantizes_the_linear_layers(tiny_model_dir: Path, quant: str, kind: str) -> None:
-    from modeldeploy.serve.config import parse_args, read_model_config
-    from modeldeploy.serve.textmodel import load_text_backend
+    from modeldeploy_serve.config import parse_args, read_model_config
+    from modeldeploy_serve.textmodel import load_text_backend
 
     argv = ["--model", str(tiny_model_dir), "--quantization", quant, "--dtype", "float32"]
     skip = _eight_bit_skip() if quant == "8-bit" else ""

@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from serve_harness import SERVED_NAME, Server
+
+pytest.importorskip("torch", reason="loading a model needs torch")
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -45,7 +48,7 @@ def reference(tiny_model_dir: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modeldeploy.serve.textmodel import dtype_kwarg
+    from modeldeploy_serve.textmodel import dtype_kwarg
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), local_files_only=True,
                                                  **dtype_kwarg(torch.float32)).eval()
@@ -231,7 +234,7 @@ def test_sixteen_concurrent_requests_all_answered_while_health_stays_up(
     assert max(busy_seen) >= 1, "no probe landed while a batch was running"
     after = httpx.get(f"{server.url}/metrics").text
     batches = metric(after, "modeldeploy_serve_batch_size_count") - batches_before
-    from modeldeploy.serve.textmodel import per_row_stopping
+    from modeldeploy_serve.textmodel import per_row_stopping
 
     if per_row_stopping():
         assert 2 <= batches < 16, f"16 requests ran in {batches} batches"

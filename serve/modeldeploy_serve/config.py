@@ -81,7 +81,7 @@ def _quantization(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m modeldeploy.serve",
+        prog="python -m modeldeploy_serve",
         description="OpenAI-compatible server for one Hugging Face model folder (Transformers).",
     )
     g = p.add_argument_group("rendered by the operator")

@@ -35,7 +35,7 @@ from .protocol import (
     validate,
 )
 
-log = logging.getLogger("modeldeploy.serve")
+log = logging.getLogger("modeldeploy_serve")
 
 
 class State:

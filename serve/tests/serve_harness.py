@@ -13,8 +13,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
-OPERATOR_DIR = REPO / "operator"
+SERVE_DIR = Path(__file__).resolve().parents[1]  # the distribution's folder (serve/)
 SERVED_NAME = "deepseek-v2-tiny"
 
 
@@ -27,7 +26,7 @@ def free_port() -> int:
 def server_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(OPERATOR_DIR), env.get("PYTHONPATH", "")) if p)
+        p for p in (str(SERVE_DIR), env.get("PYTHONPATH", "")) if p)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
     return env
@@ -56,7 +55,7 @@ class Server:
 def start_server(model_dir: Path, log_path: Path, *extra: str,
                  wait_healthy: bool = True, timeout: float = 180) -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", "modeldeploy.serve", "--model", str(model_dir),
+    cmd = [sys.executable, "-m", "modeldeploy_serve", "--model", str(model_dir),
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
            *extra]
     log_file = log_path.open("wb")
