@@ -24,7 +24,6 @@ from ..api import (
 )
 from ..cache.decide import cache_actions, cleanup_actions, is_complete, prune_actions
 from ..cache.objects import cache_claim
-from ..cache.objects import cache_claim
 from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
