@@ -150,11 +150,16 @@ def test_not_a_json_catalog(tmp_path: Path) -> None:
         load_catalog([path])
 
 
-def test_gzipped_file_loads_like_the_plain_one(tmp_path: Path) -> None:
-    path = tmp_path / "llm_family.json.gz"
-    path.write_bytes(gzip.compress(QUIRKS.read_bytes()))
-    catalog = load_catalog([tmp_path])  # a folder, as a mounted ConfigMap
+def test_gzipped_file_in_a_configmap_volume(tmp_path: Path) -> None:
+    # the layout the kubelet writes: files are links into ..data, a link to a dated folder
+    dated = tmp_path / "..2026_01_01_00_00_00.1"
+    dated.mkdir()
+    (dated / "llm_family.json.gz").write_bytes(gzip.compress(QUIRKS.read_bytes()))
+    (tmp_path / "..data").symlink_to(dated.name)
+    (tmp_path / "llm_family.json.gz").symlink_to("..data/llm_family.json.gz")
+    catalog = load_catalog([tmp_path])
     assert sorted(catalog.imported) == sorted(load_catalog([QUIRKS]).imported)
+    assert catalog.skipped[0].origin == "llm_family.json.gz"
 
 
 # -- the flat pair (one file per hub, no architectures) ---------------------------------------
