@@ -18,9 +18,12 @@ SEEDS = {
                                "deepseek-ai/DeepSeek-V2-Lite-Chat"),
     ("deepseek-v2-chat", 236): ({"4-bit", "8-bit", "none"}, ["vllm", "sglang", "transformers"],
                                 "deepseek-ai/DeepSeek-V2-Chat"),
-    ("deepseek-vl2", 27): ({"none"}, ["vllm", "transformers"], "deepseek-ai/deepseek-vl2"),
-    ("deepseek-vl2", 16): ({"none"}, ["transformers"], "deepseek-ai/deepseek-vl2-small"),
-    ("deepseek-vl2", 3): ({"none"}, ["transformers"], "deepseek-ai/deepseek-vl2-tiny"),
+    ("deepseek-vl2", 27): ({"none"}, ["vllm", "sglang", "transformers"],
+                           "deepseek-ai/deepseek-vl2"),
+    ("deepseek-vl2", 16): ({"none"}, ["vllm", "sglang", "transformers"],
+                           "deepseek-ai/deepseek-vl2-small"),
+    ("deepseek-vl2", 3): ({"none"}, ["vllm", "sglang", "transformers"],
+                          "deepseek-ai/deepseek-vl2-tiny"),
 }
 
 
@@ -132,7 +135,7 @@ def test_xinference_model_src_form() -> None:
     assert catalog.family("tiny-embedding-only") is None  # not a chat/generate model
     formats = sorted((s.format.value, s.sizeInBillions) for s in family.specs)
     assert formats == [("gptq", 7.0), ("pytorch", 1.8)]  # ggufv2 has no engine here
-    spec = catalog.find_spec(family, ModelFormat.PYTORCH, 1.8)
+    spec = catalog.find_spec(family, ModelFormat.PYTORCH, "1_8")
     assert spec is not None and spec.attentionHeads == 16
     assert spec.sources[Hub.HUGGINGFACE].revision.startswith("0123456789")
     assert spec.sources[Hub.MODELSCOPE].revision == "master"
@@ -140,21 +143,10 @@ def test_xinference_model_src_form() -> None:
     assert catalog.engines_allowed(family, spec, "none")[0] is Engine.VLLM
 
 
-def test_xinference_flat_form_merges_hub_files() -> None:
-    catalog = load_catalog([FIXTURES / "xinference-flat-hf.json",
-                            FIXTURES / "xinference-flat-modelscope.json"])
-    family = catalog.family("old-chat")
-    assert family is not None
-    spec = catalog.find_spec(family, ModelFormat.PYTORCH, 7)
-    assert spec is not None
-    assert spec.sources[Hub.HUGGINGFACE].modelId == "example-org/old-chat-7b"
-    assert spec.sources[Hub.MODELSCOPE].revision == "v1.0.0"
-    awq = catalog.find_spec(family, ModelFormat.AWQ, 7)
-    assert awq is not None and awq.quantizations == ("Int4",)
-
-
-def test_unreadable_xinference_file(tmp_path: Path) -> None:
+def test_xinference_family_without_specs_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('[{"model_name": "x"}]')
-    with pytest.raises(CatalogError, match="not a readable Xinference catalog"):
-        load_catalog([path])
+    catalog = load_catalog([path])
+    assert catalog.family("x") is None
+    assert [(s.name, s.reason) for s in catalog.skipped] == [
+        ("x", "cannot be read: model_specs: Field required, got {'model_name': 'x'}")]

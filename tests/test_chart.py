@@ -171,6 +171,7 @@ def test_service_monitor(rendered: dict[str, list[Obj]]) -> None:
     (["--set", "containerSecurityContext.allowPrivilegeEscalation=true"], "must be false"),
     (["--set", "podSecurityContext.runAsNonRoot=false"], "must be true"),
     (["--set", "containerSecurityContext.capabilities.add[0]=NET_ADMIN"], "maxItems"),
+    (["--set", "catalog.configMaps[0]=Not_A_Name"], "/catalog/configMaps/0"),
 ])
 def test_values_schema_refuses(helm: Helm, args: list[str], error: str) -> None:
     result = _helm(helm, "template", RELEASE, str(CHART), *args)
@@ -264,6 +265,13 @@ def test_features_render(rendered: dict[str, list[Obj]]) -> None:
     assert container["args"][-1] == "--log-level=debug"
     catalog = _one(objects, "ConfigMap", f"{FULLNAME}-catalog")
     assert "my-models.yaml" in catalog["data"]
+    # an existing ConfigMap of catalog files (Xinference's llm_family.json.gz): its own mount
+    assert "--catalog=/etc/modeldeploy/catalog-xinference-catalog" in container["args"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["catalog-0"] == {"name": "catalog-0", "readOnly": True,
+                                   "mountPath": "/etc/modeldeploy/catalog-xinference-catalog"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["catalog-0"]["configMap"] == {"name": "xinference-catalog"}
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
 
 

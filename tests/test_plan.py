@@ -35,8 +35,11 @@ GPU_TABLE = [
     ("deepseek-v2-chat", 236, "none", "sglang", "sglang", 8, None),
     ("deepseek-v2-chat", 236, "8-bit", None, "transformers", 4, 8),
     ("deepseek-v2-chat", 236, "4-bit", None, "transformers", 2, 4),
-    ("deepseek-vl2", 3, "none", None, "transformers", 1, 1),
-    ("deepseek-vl2", 16, "none", None, "transformers", 1, 2),
+    ("deepseek-vl2", 3, "none", None, "vllm", 1, 1),
+    ("deepseek-vl2", 3, "none", "transformers", "transformers", 1, 1),
+    ("deepseek-vl2", 16, "none", None, "vllm", 1, 2),
+    ("deepseek-vl2", 16, "none", "sglang", "sglang", 1, 2),
+    ("deepseek-vl2", 16, "none", "transformers", "transformers", 1, 2),
     ("deepseek-vl2", 27, "none", "transformers", "transformers", 2, 3),
     ("deepseek-vl2", 27, "none", None, "vllm", 2, 4),
 ]
@@ -120,8 +123,10 @@ REFUSALS = [
       "engine": "vllm"}, Reason.ENGINE_NOT_ALLOWED,
      "engine vllm cannot serve deepseek-v2-chat 16B pytorch 4-bit; engines that can: "
      "transformers"),
-    ({"model": "deepseek-vl2", "sizeInBillions": 16, "engine": "vllm"},
-     Reason.ENGINE_NOT_ALLOWED, "engines that can: transformers"),
+    ({"model": "deepseek-vl2", "sizeInBillions": 16, "engine": "vllm",
+      "image": "vllm/vllm-openai:v0.6.6"}, Reason.ENGINE_NOT_ALLOWED,
+     "vllm 0.6.6 (image vllm/vllm-openai:v0.6.6) is older than 0.7.0, the first vllm release "
+     "that runs this model"),
     ({"model": "deepseek-v2-chat", "sizeInBillions": 16, "engineArgs": ["--port=9000"]},
      Reason.INVALID_ENGINE_ARGS, "engineArgs may not set --port for vllm"),
     ({"model": "deepseek-v2-chat", "sizeInBillions": 16, "engine": "sglang",
@@ -151,7 +156,8 @@ def test_hub_not_available(catalog: Catalog, config: OperatorConfig) -> None:
 
 def test_image_not_configured(catalog: Catalog) -> None:
     config = OperatorConfig(images={"vllm": "v"})
-    err = refusal(catalog, config, model="deepseek-vl2", sizeInBillions=3)
+    err = refusal(catalog, config, model="deepseek-vl2", sizeInBillions=3,
+                  engine="transformers")
     assert err.reason == Reason.IMAGE_NOT_CONFIGURED
     assert "images.transformers-vl2" in err.message
 

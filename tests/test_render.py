@@ -66,8 +66,8 @@ def test_seed_specs_render_valid_objects(catalog: Catalog, config: OperatorConfi
 
 
 def test_seed_case_count() -> None:
-    # 16B and 236B: 3 engines for none + transformers for 8-bit and 4-bit; vl2 27B: 2; 16B, 3B: 1
-    assert len(seed_cases()) == 2 * (2 * 5 + 2 + 1 + 1)
+    # 16B and 236B: 3 engines for none + transformers for 8-bit and 4-bit; vl2 27B, 16B, 3B: 3
+    assert len(seed_cases()) == 2 * (2 * 5 + 3 * 3)
 
 
 def test_vllm_236b_flags(catalog: Catalog, config: OperatorConfig) -> None:
@@ -109,7 +109,8 @@ def test_4bit_transformers_is_a_bitsandbytes_load(catalog: Catalog,
 
 
 def test_vl2_transformers_uses_the_vl2_image(catalog: Catalog, config: OperatorConfig) -> None:
-    objects = render(make(catalog, config, model="deepseek-vl2", sizeInBillions=3))
+    objects = render(make(catalog, config, model="deepseek-vl2", sizeInBillions=3,
+                          engine="transformers"))
     container = by_kind(objects)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == config.images["transformers-vl2"]
     assert "--quantization" not in container["command"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,12 @@ from .api import (
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     NAME_RULE_MESSAGE,
+    Engine,
     ModelDeploymentSpec,
     PlanError,
 )
 from .api.crd import crd_yaml
-from .catalog import Catalog, CatalogError, format_size, load_catalog
+from .catalog import Catalog, CatalogError, Family, Spec, format_size, load_catalog
 from .config import load_config
 from .plan import make_plan
 from .render import render
@@ -43,6 +46,8 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "run":  # the operator sets up its own logging
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return int(args.func(args))
     except (UsageError, CatalogError) as err:
@@ -80,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     rend.add_argument("--namespace", "-n", default=None,
                       help="namespace when the file names none (default: default)")
     rend.add_argument("--config", type=Path, help="operator defaults (YAML)")
-    rend.add_argument("--catalog", type=Path, action="append", default=[])
+    rend.add_argument("--catalog", type=Path, action="append", default=[], help=CATALOG_HELP)
     rend.add_argument("--cache-complete", action="store_true",
                       help="render as if the weights were already cached (no download Job)")
     rend.set_defaults(func=_render)
@@ -89,13 +94,29 @@ def _parser() -> argparse.ArgumentParser:
     crd.set_defaults(func=lambda _a: print(crd_yaml(), end="") or 0)
 
     cat = sub.add_parser("catalog", help="list or show catalog models")
-    cat.add_argument("--catalog", type=Path, action="append", default=[])
+    cat.add_argument("--catalog", type=Path, action="append", default=[], help=CATALOG_HELP)
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
-    cat_sub.add_parser("list", help="one line per model").set_defaults(func=_catalog_list)
+    lst = cat_sub.add_parser("list", help="one line per model, and what was skipped")
+    lst.add_argument("--all", action="store_true",
+                     help="also list every skipped family with its reason")
+    lst.set_defaults(func=_catalog_list)
     show = cat_sub.add_parser("show", help="one model's specs and engines")
     show.add_argument("name")
     show.set_defaults(func=_catalog_show)
+    for after in (lst, show):
+        # accepted after the sub-command too; a separate dest, since a sub-command's defaults
+        # would overwrite what was given before it
+        after.add_argument("--catalog", type=Path, action="append", default=[],
+                           dest="catalog_after", help=CATALOG_HELP)
     return parser
+
+
+CATALOG_HELP = ("extra catalog file or folder (YAML of ours, or Xinference's llm_family.json, "
+                "also gzipped); repeatable")
+
+
+def _catalog_paths(args: argparse.Namespace) -> list[Path]:
+    return [*args.catalog, *getattr(args, "catalog_after", [])]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -181,19 +202,57 @@ def _validation_lines(err: ValidationError) -> str:
 
 
 def _catalog_list(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
-    rows = [("MODEL", "ABILITIES", "SIZES (B)", "FORMATS", "ENGINES")]
+    catalog = load_catalog(_catalog_paths(args))
+    rows: list[tuple[str, ...]] = [("MODEL", "ABILITIES", "SIZES (B)", "FORMATS", "ENGINES",
+                                    "FROM")]
     for family in sorted(catalog.families.values(), key=lambda f: f.name.lower()):
         sizes = sorted({s.sizeInBillions for s in family.specs})
         formats = sorted({s.format.value for s in family.specs})
-        engines = _all_engines(catalog, family.name)
         rows.append((family.name, ",".join(family.abilities),
                      ",".join(format_size(s) for s in sizes), ",".join(formats),
-                     ",".join(engines)))
+                     ",".join(_all_engines(catalog, family.name)),
+                     "+".join(dict.fromkeys(_short_origin(s.origin) for s in family.specs))))
+    _print_table(rows)
+    for line in _summary(catalog, args.all):
+        print(line)
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
+
+
+def _short_origin(origin: str) -> str:
+    return "built-in" if origin.startswith("built-in ") else origin
+
+
+def _summary(catalog: Catalog, every: bool) -> list[str]:
+    lines = [f"{len(catalog.families)} models"]
+    if catalog.imported or catalog.skipped:
+        total = len(catalog.imported) + len(catalog.skipped)
+        lines[0] += (f"; the Xinference files given hold {total} families: "
+                     f"{len(catalog.imported)} listed, {len(catalog.skipped)} skipped")
+    if catalog.skipped:
+        by_kind = Counter(_reason_kind(s.reason) for s in catalog.skipped)
+        lines.append(f"skipped {len(catalog.skipped)} families of the files given: "
+                     + "; ".join(f"{n} {kind}" for kind, n in _by_count(by_kind))
+                     + ("" if every else " (--all lists them)"))
+        if every:
+            lines += [f"  {s.name} ({s.origin}): {s.reason}" for s in catalog.skipped]
+    if catalog.dropped:
+        lines.append("left out of the families listed: " + "; ".join(
+            f"{what}: {n}" for what, n in _by_count(catalog.dropped)))
+    return lines
+
+
+def _by_count(counts: Counter[str]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (", 1)[0].split(":", 1)[0]
 
 
 def _all_engines(catalog: Catalog, name: str) -> list[str]:
@@ -204,9 +263,13 @@ def _all_engines(catalog: Catalog, name: str) -> list[str]:
 
 
 def _catalog_show(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalog(_catalog_paths(args))
     family = catalog.family(args.name)
     if family is None:
+        skipped = [s for s in catalog.skipped if s.name == args.name]
+        if skipped:
+            raise UsageError(f"model {args.name!r} of {skipped[0].origin} is not offered: "
+                             f"{skipped[0].reason}")
         close = catalog.close_names(args.name)
         hint = f"; did you mean: {', '.join(close)}" if close else ""
         raise UsageError(f"model {args.name!r} is not in the catalog{hint}")
@@ -214,15 +277,28 @@ def _catalog_show(args: argparse.Namespace) -> int:
     print(f"  abilities: {', '.join(family.abilities)}; languages: {', '.join(family.languages)}")
     print(f"  context length: {family.contextLength} (default max model len "
           f"{family.max_model_len}); trust remote code: {str(family.trustRemoteCode).lower()}")
+    if family.architectures:
+        print(f"  architectures: {', '.join(family.architectures)}")
+    print(f"  from: {family.origin} (a spec listed earlier wins for the same format, size "
+          f"and quantization)")
     for spec in family.specs:
         print(f"  - {spec.format.value} {format_size(spec.sizeInBillions)}B"
-              + (f" (heads {spec.attentionHeads})" if spec.attentionHeads else ""))
+              + (f" (heads {spec.attentionHeads})" if spec.attentionHeads else "")
+              + f"  [{spec.origin}]")
         for quantization in spec.quantizations:
-            engines = catalog.engines_allowed(family, spec, quantization)
-            print(f"      {quantization}: {', '.join(e.value for e in engines)}")
+            engines = [_engine_note(catalog, family, spec, e)
+                       for e in catalog.engines_allowed(family, spec, quantization)]
+            print(f"      {quantization}: {', '.join(engines)}")
         for hub, source in spec.sources.items():
             print(f"      {hub.value}: {source.modelId}@{source.revision}")
     return 0
+
+
+def _engine_note(catalog: Catalog, family: Family, spec: Spec, engine: Engine) -> str:
+    rule = catalog.engine_rule(family, spec, engine)
+    if rule is None or rule.minVersion is None:
+        return engine.value
+    return f"{engine.value} (>= {rule.minVersion})"
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The model catalog: data files, their schema, and lookups."""
 
-from .catalog import Catalog, CatalogError, format_size
+from .catalog import Catalog, CatalogError, format_size, parse_size
 from .loader import builtin_catalog, load_catalog
-from .model import EngineRule, Family, Source, Spec
+from .model import Architectures, EngineRule, Family, Source, Spec
+from .xinference import Skipped
 
-__all__ = ["Catalog", "CatalogError", "EngineRule", "Family", "Source", "Spec",
-           "builtin_catalog", "format_size", "load_catalog"]
+__all__ = ["Architectures", "Catalog", "CatalogError", "EngineRule", "Family", "Skipped",
+           "Source", "Spec", "builtin_catalog", "format_size", "load_catalog", "parse_size"]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..api import ENGINE_PREFERENCE, Engine, ModelFormat
-from .model import EngineCapability, EngineRule, Family, Spec
+from .model import Architectures, EngineCapability, EngineRule, Family, Spec
+
+if TYPE_CHECKING:
+    from .xinference import Skipped
 
 
 class CatalogError(ValueError):
@@ -18,18 +24,29 @@ class CatalogError(ValueError):
 class Catalog:
     engines: dict[Engine, EngineCapability]
     families: dict[str, Family] = field(default_factory=dict)
+    architectures: dict[Engine, Architectures] = field(default_factory=dict)
+    # what imported files held that the catalog does not offer
+    skipped: tuple[Skipped, ...] = ()
+    dropped: Counter[str] = field(default_factory=Counter)
+    # names of the imported files' families the catalog lists
+    imported: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, engines: dict[Engine, EngineCapability],
-              families: Iterable[Family]) -> Catalog:
-        catalog = cls(engines=dict(engines), families={})
+    def build(cls, engines: dict[Engine, EngineCapability], families: Iterable[Family],
+              architectures: dict[Engine, Architectures] | None = None,
+              skipped: Iterable[Skipped] = (), dropped: Counter[str] | None = None,
+              imported: Iterable[str] = ()) -> Catalog:
+        catalog = cls(engines=dict(engines), families={},
+                      architectures=dict(architectures or {}), skipped=tuple(skipped),
+                      dropped=Counter(dropped or {}), imported=frozenset(imported))
         for family in families:
             catalog.families[family.name] = family
         catalog.validate()
         return catalog
 
     def validate(self) -> None:
-        """Every quantization a spec lists must be servable by one of its engines."""
+        """Every quantization a spec lists must be servable by one of its engines, and an
+        engine named for a family with known architectures must run one of them."""
         for family in self.families.values():
             for spec in family.specs:
                 for quantization in spec.quantizations:
@@ -37,6 +54,14 @@ class Catalog:
                         raise CatalogError(
                             f"{family.name} {spec.format} {spec.sizeInBillions:g}B: no engine "
                             f"serves quantization {quantization!r}")
+            if not family.architectures:
+                continue
+            for engine in {e for s in family.specs for e in family.engines_for(s)}:
+                arch = self.architectures.get(engine)
+                if arch is not None and not any(arch.runs(a) for a in family.architectures):
+                    raise CatalogError(
+                        f"{family.name}: engine {engine.value} {arch.version} runs none of its "
+                        f"architectures ({', '.join(family.architectures)}); see {arch.source}")
 
     def family(self, name: str) -> Family | None:
         return self.families.get(name)
@@ -54,7 +79,7 @@ class Catalog:
 
     def engines_allowed(self, family: Family, spec: Spec, quantization: str) -> list[Engine]:
         """Engines that serve this spec at this quantization, fastest first."""
-        if quantization not in spec.quantizations:
+        if quantization.lower() not in {q.lower() for q in spec.quantizations}:
             return []
         rules = family.engines_for(spec)
         return [e for e in ENGINE_PREFERENCE
@@ -63,15 +88,63 @@ class Catalog:
     def _engine_serves(self, engine: Engine, rule: EngineRule, fmt: ModelFormat,
                        quantization: str) -> bool:
         capability = self.engines.get(engine)
-        if capability is None or quantization not in capability.formats.get(fmt, ()):
+        if capability is None or not capability.serves(fmt, quantization):
             return False
-        return rule.quantizations is None or quantization in rule.quantizations
+        return rule.quantizations is None or \
+            quantization.lower() in {q.lower() for q in rule.quantizations}
 
-    def find_spec(self, family: Family, fmt: ModelFormat, size: float) -> Spec | None:
-        for spec in family.specs:
-            if spec.format == fmt and _same_size(spec.sizeInBillions, size):
+    def find_specs(self, family: Family, fmt: ModelFormat, size: float | str) -> list[Spec]:
+        """The specs of this format and size, in catalog order."""
+        wanted = parse_size(size)
+        return [s for s in family.specs
+                if s.format == fmt and _same_size(s.sizeInBillions, wanted)]
+
+    def find_spec(self, family: Family, fmt: ModelFormat, size: float | str,
+                  quantization: str | None = None) -> Spec | None:
+        """The spec a deployment of these coordinates uses: the first of this format and size
+        that lists the quantization (without case: fp8 is FP8), as Xinference's match_llm
+        chooses. No quantization: the first of this format and size."""
+        for spec in self.find_specs(family, fmt, size):
+            if quantization is None or \
+                    quantization.lower() in {q.lower() for q in spec.quantizations}:
                 return spec
         return None
+
+    def quantizations(self, family: Family, fmt: ModelFormat, size: float | str) -> list[str]:
+        """Every quantization of this format and size, over all its specs."""
+        return list(dict.fromkeys(q for s in self.find_specs(family, fmt, size)
+                                  for q in s.quantizations))
+
+    def engine_version_problem(self, engine: Engine, rule: EngineRule, image: str) -> str | None:
+        """Why this image's engine is too old for the rule's minimum version, or None.
+
+        The version is read from the image tag (``vllm/vllm-openai:v0.31.0``); a tag that is
+        no version (``latest``, a digest) is taken to be recent.
+        """
+        if rule.minVersion is None:
+            return None
+        tag = image.rsplit("@", 1)[0].rsplit("/", 1)[-1]
+        found = re.match(r"^[^:]+:v?(\d+(?:\.\d+)*)", tag)
+        if found is None:
+            return None
+        if _version(found.group(1)) >= _version(rule.minVersion):
+            return None
+        return (f"{engine.value} {found.group(1)} (image {image}) is older than {rule.minVersion}, "
+                f"the first {engine.value} release that runs this model")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("."))
+
+
+def parse_size(value: float | str) -> float:
+    """16 -> 16.0; Xinference's '1_8' (and '1.8') -> 1.8."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value.strip().replace("_", "."))
+    except ValueError:
+        raise CatalogError(f"size {value!r} is neither a number nor like '1_8'") from None
 
 
 def _same_size(a: float, b: float) -> bool:

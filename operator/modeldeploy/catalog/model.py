@@ -37,6 +37,9 @@ class EngineRule(_Row):
     env: dict[str, str] = Field(default_factory=dict)
     imageVariant: str | None = Field(
         default=None, description="Named image of the engine (operator defaults map it).")
+    minVersion: str | None = Field(
+        default=None, pattern=r"^[0-9]+(\.[0-9]+)*$",
+        description="Oldest engine release that runs this model (e.g. 0.7.0).")
 
 
 class Spec(_Row):
@@ -51,6 +54,8 @@ class Spec(_Row):
         default=None, ge=1, description="Attention heads; tensor parallelism must divide it.")
     engines: dict[Engine, EngineRule] | None = Field(
         default=None, description="Overrides the family's engines for this spec.")
+    origin: str = Field(default="", description="The catalog file this spec was read from "
+                                                "(set when loading).")
 
     @property
     def parameters_b(self) -> float:
@@ -82,8 +87,13 @@ class Family(_Row):
     memoryHeadroom: float | None = Field(
         default=None, ge=0, le=4, description="KV cache and activations as a fraction of the "
                                               "weights (default: the operator's).")
+    architectures: tuple[NonEmpty, ...] = Field(
+        default=(), description="Model classes of the checkpoints' config.json; when given, "
+                                "every engine listed must run one of them.")
     engines: dict[Engine, EngineRule] = Field(min_length=1)
     specs: tuple[Spec, ...] = Field(min_length=1)
+    origin: str = Field(default="", description="The catalog file this family was read from "
+                                                "(set when loading).")
 
     @property
     def max_model_len(self) -> int:
@@ -94,13 +104,8 @@ class Family(_Row):
 
     @model_validator(mode="after")
     def _check(self) -> Family:
-        seen: set[tuple[ModelFormat, float]] = set()
-        for spec in self.specs:
-            key = (spec.format, spec.sizeInBillions)
-            if key in seen:
-                raise ValueError(f"{self.name}: two specs for {spec.format} "
-                                 f"{spec.sizeInBillions:g}B")
-            seen.add(key)
+        # Several specs may share format and size (another checkpoint, other quantizations):
+        # a spec is chosen by format, size and quantization, the first that matches winning.
         if self.defaultMaxModelLen and self.defaultMaxModelLen > self.contextLength:
             raise ValueError(f"{self.name}: defaultMaxModelLen {self.defaultMaxModelLen} exceeds "
                              f"contextLength {self.contextLength}")
@@ -108,13 +113,43 @@ class Family(_Row):
 
 
 class EngineCapability(_Row):
-    """What an engine can serve at all: quantizations per format."""
+    """What an engine can serve at all: quantizations per format.
+
+    ``*`` among a format's quantizations: any label (pre-quantized checkpoints describe their
+    own quantization in config.json; the label only tells the variants apart).
+    """
 
     formats: dict[ModelFormat, tuple[NonEmpty, ...]]
+
+    def serves(self, fmt: ModelFormat, quantization: str) -> bool:
+        allowed = self.formats.get(fmt, ())
+        return "*" in allowed or quantization.lower() in {q.lower() for q in allowed}
+
+
+class Architectures(_Row):
+    """The model architectures one engine release runs, and where the list came from."""
+
+    version: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*$")
+    source: NonEmpty
+    names: frozenset[NonEmpty] = Field(min_length=1)
+    mapped: dict[NonEmpty, NonEmpty] = Field(
+        default_factory=dict, description="Checkpoint architectures the engine maps onto one "
+                                          "of its own (value: why).")
+    imageVariants: dict[NonEmpty, NonEmpty] = Field(
+        default_factory=dict, description="Architectures served by a named image of the engine.")
+    minVersions: dict[NonEmpty, NonEmpty] = Field(
+        default_factory=dict, description="Oldest release that runs an architecture.")
+
+    def runs(self, architecture: str) -> bool:
+        return architecture in self.names or architecture in self.mapped
 
 
 class CatalogFile(_Row):
     """One catalog file of our own format."""
 
     engines: dict[Engine, EngineCapability] = Field(default_factory=dict)
+    architectures: dict[Engine, Architectures] = Field(default_factory=dict)
+    xinferenceArchitectures: dict[NonEmpty, tuple[NonEmpty, ...]] = Field(
+        default_factory=dict, description="Architectures of Xinference families whose file "
+                                          "names none (its older form), by family name.")
     families: tuple[Family, ...] = ()

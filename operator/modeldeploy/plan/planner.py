@@ -129,13 +129,17 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
     title = describe(family.name, spec.format, spec.sizeInBillions, spec.quantization)
     gpus = _gpus(spec, cat_spec, need, module.tensor_parallel, config, title)
     revision = spec.revision or source.revision
+    image = _image(spec, engine, rule, config)
+    too_old = catalog.engine_version_problem(engine, rule, image)
+    if too_old:
+        raise PlanError(Reason.ENGINE_NOT_ALLOWED, f"{title}: {too_old}")
     tensor_parallel = gpus if module.tensor_parallel else 1
     max_model_len = _max_model_len(spec, family)
     served = spec.servedModelName or name
     return Plan(
         name=name, namespace=namespace, spec=spec, family=family, catalog_spec=cat_spec,
         engine=engine, engine_rule=rule, hub=hub, model_id=source.modelId, revision=revision,
-        image=_image(spec, engine, rule, config),
+        image=image,
         gpus=gpus, tensor_parallel=tensor_parallel, max_model_len=max_model_len,
         served_model_name=served, need=need,
         cache=_cache(spec, cat_spec, hub, source.modelId, revision, config),
@@ -161,19 +165,19 @@ def _family(spec: ModelDeploymentSpec, catalog: Catalog) -> Family:
 
 
 def _catalog_spec(spec: ModelDeploymentSpec, family: Family, catalog: Catalog) -> Spec:
-    found = catalog.find_spec(family, spec.format, spec.sizeInBillions)
-    if found is None:
-        offered = ", ".join(f"{s.format.value} {format_size(s.sizeInBillions)}B"
-                            for s in family.specs)
+    found = catalog.find_spec(family, spec.format, spec.sizeInBillions, spec.quantization)
+    if found is not None:
+        return found
+    if not catalog.find_specs(family, spec.format, spec.sizeInBillions):
+        offered = ", ".join(dict.fromkeys(f"{s.format.value} {format_size(s.sizeInBillions)}B"
+                                          for s in family.specs))
         raise PlanError(Reason.UNKNOWN_SPEC,
                         f"{family.name} has no {spec.format.value} spec of "
                         f"{format_size(spec.sizeInBillions)}B; available: {offered}")
-    if _catalog_spelling(spec.quantization, found) not in found.quantizations:
-        raise PlanError(Reason.UNKNOWN_QUANTIZATION,
-                        f"{family.name} {format_size(found.sizeInBillions)}B "
-                        f"{found.format.value} has no quantization {spec.quantization!r}; "
-                        f"available: {', '.join(found.quantizations)}")
-    return found
+    raise PlanError(Reason.UNKNOWN_QUANTIZATION,
+                    f"{family.name} {format_size(spec.sizeInBillions)}B "
+                    f"{spec.format.value} has no quantization {spec.quantization!r}; available: "
+                    f"{', '.join(catalog.quantizations(family, spec.format, spec.sizeInBillions))}")
 
 
 def _catalog_spelling(quantization: str, spec: Spec) -> str:
