@@ -8,12 +8,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from modeldeploy.api import PlanError
 
 from modeldeploy.api import Engine, Hub, ModelDeploymentSpec, ModelFormat
 from modeldeploy.catalog import Catalog, CatalogError, Family, builtin_catalog, load_catalog
 from modeldeploy.catalog.xinference import engines_for_architectures, parse_size
 from modeldeploy.config import OperatorConfig
-from modeldeploy.errors import PlanError
 from modeldeploy.plan import make_plan
 from support import FIXTURES
 
