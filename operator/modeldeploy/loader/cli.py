@@ -24,7 +24,7 @@ from .contract import (
 )
 from .download import EXIT_INVALID, Failure, Options, download
 from .hubs import Hub, HuggingFace, ModelScope
-from .kube import JobTarget, PatchRefused, patch_job_annotation
+from .kube import SERVICE_ACCOUNT_DIR, JobTarget, PatchRefused, patch_job_annotation
 from .progress import Progress, encode_progress, progress_message
 
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -46,12 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--job-name", default=None,
                         help="the download Job: progress goes to its annotation, with the pod's"
                              " service-account token")
+    parser.add_argument("--service-account-dir", type=Path, default=SERVICE_ACCOUNT_DIR,
+                        help="where the pod's token, namespace and ca.crt are mounted")
     parser.add_argument("--endpoint", default=None,
                         help="hub address (default: HF_ENDPOINT / MODELSCOPE_DOMAIN or the"
                              " public hub)")
     parser.add_argument("--progress-interval", type=float, default=20.0, metavar="SECONDS")
     parser.add_argument("--progress-file", type=Path, default=None,
                         help="also append every progress record (JSON) to this file")
+    parser.add_argument("--workers", type=int, default=8, help="files fetched at once")
     parser.add_argument("--retries", type=int, default=5,
                         help="retries of a hub request that timed out or failed to connect")
     parser.add_argument("--backoff", type=float, default=2.0, metavar="SECONDS",
@@ -109,17 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         for pattern in args.exclude or ():
             if pattern.startswith("-"):
                 raise InvalidArgument(f"exclude pattern {pattern!r} starts with '-'")
-        if args.retries < 0 or args.backoff < 0 or args.progress_interval <= 0:
-            raise InvalidArgument("--retries and --backoff must be >= 0, --progress-interval > 0")
+        if args.retries < 0 or args.backoff < 0 or args.progress_interval <= 0 \
+                or not 1 <= args.workers <= 64:
+            raise InvalidArgument("--retries and --backoff must be >= 0, --progress-interval"
+                                  " > 0, --workers 1 to 64")
     except InvalidArgument as error:
         _last_line(f"error: {error}")
         return EXIT_INVALID
-    job = JobTarget.in_cluster(args.job_name) if args.job_name else None
+    job = (JobTarget.in_cluster(args.job_name, args.service_account_dir) if args.job_name
+           else None)
+    if args.job_name and job is None:
+        print(f"note: no service-account token in {args.service_account_dir} or not in a"
+              " cluster: progress is printed here only", flush=True)
     publish = Publisher(job, args.progress_file)
     options = Options(target=args.target, coordinates=coordinates(args.hub, model_id, revision),
                       excludes=tuple(args.exclude) if args.exclude is not None
                       else DOWNLOAD_EXCLUDES,
-                      retries=args.retries, backoff_seconds=args.backoff,
+                      retries=args.retries, backoff_seconds=args.backoff, workers=args.workers,
                       interval_seconds=args.progress_interval)
     endpoint = args.endpoint or (os.environ.get("HF_ENDPOINT") if args.hub == "huggingface"
                                  else None)

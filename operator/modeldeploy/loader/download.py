@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -39,6 +40,10 @@ EXIT_VERIFY = 5
 EXIT_UNREACHABLE = 6
 
 
+class Stopped(Exception):
+    """Another file's failure stops this transfer (its partial file stays, for a retry)."""
+
+
 class Failure(Exception):
     """The loader stops: `line` is its last line, `code` its exit status."""
 
@@ -57,6 +62,7 @@ class Options:
     backoff_seconds: float = 2.0
     backoff_max_seconds: float = 60.0
     interval_seconds: float = 20.0
+    workers: int = 8  # files fetched at once (as `hf download`)
 
 
 def now_iso() -> str:
@@ -201,6 +207,7 @@ class Verified:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
         try:
             data = json.loads(path.read_text())
             self.files: dict[str, dict[str, Any]] = dict(data.get("files", {}))
@@ -218,11 +225,12 @@ class Verified:
 
     def record(self, remote: RemoteFile, final: Path) -> None:
         stat = final.stat()
-        self.files[remote.path] = {"size": stat.st_size, "mtimeNs": stat.st_mtime_ns,
-                                   "digest": _expected(remote)}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"files": self.files}, sort_keys=True))
-        os.replace(tmp, self.path)
+        with self._lock:
+            self.files[remote.path] = {"size": stat.st_size, "mtimeNs": stat.st_mtime_ns,
+                                       "digest": _expected(remote)}
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"files": self.files}, sort_keys=True))
+            os.replace(tmp, self.path)
 
 
 def _no_space(options: Options, needed: int, total_needed: int, files: int) -> Failure:
@@ -337,10 +345,23 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
 
     meter.state = "downloading"
     publish(meter.snapshot())
-    with Ticker(meter, publish, options.interval_seconds):
-        for remote in pending:
-            _fetch_one(hub, listing.commit, remote, weights, partials, verified, meter, options,
-                       sleep, log)
+    stop = threading.Event()
+
+    def fetch(remote: RemoteFile) -> None:
+        _fetch_one(hub, listing.commit, remote, weights, partials, verified, meter, options,
+                   sleep, log, stop)
+
+    with Ticker(meter, publish, options.interval_seconds), \
+            ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="fetch") as pool:
+        futures = [pool.submit(fetch, remote) for remote in pending]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
     shutil.rmtree(partials, ignore_errors=True)  # only leftovers remain: every file is in place
     _write_marker(target, options.coordinates)
     meter.state = "complete"
@@ -351,7 +372,8 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
 
 def _fetch_one(hub: Hub, commit: str, remote: RemoteFile, weights: Path, partials: Path,
                verified: Verified, meter: Meter, options: Options,
-               sleep: Callable[[float], None], log: Callable[[str], None]) -> None:
+               sleep: Callable[[float], None], log: Callable[[str], None],
+               stop: threading.Event) -> None:
     final, partial = weights / remote.path, partials / remote.path
     partial.parent.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {}
@@ -365,6 +387,8 @@ def _fetch_one(hub: Hub, commit: str, remote: RemoteFile, weights: Path, partial
             _feed(state["hash"], partial, state["size"])
 
     def on_write(data: bytes | None, n: int) -> None:
+        if stop.is_set():
+            raise Stopped(remote.path)
         meter.add(n)
         state["size"] += n
         if data is None:
@@ -378,6 +402,8 @@ def _fetch_one(hub: Hub, commit: str, remote: RemoteFile, weights: Path, partial
         state["from_disk"] = True
 
     def attempt() -> None:
+        if stop.is_set():
+            raise Stopped(remote.path)
         prime()
         hub.fetch(remote, commit, partial, on_write, on_truncate)
 

@@ -49,13 +49,23 @@ class JobTarget:
                    ca_file=str(ca) if ca.is_file() else None)
 
 
+def job_path(namespace: str, name: str) -> str:
+    return f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs/{quote(name)}"
+
+
 def patch_job_annotation(target: JobTarget, value: str, *, key: str = PROGRESS_ANNOTATION,
                          timeout: float = 10.0) -> None:
     """Merge-patch `metadata.annotations[key] = value` on the Job; PatchRefused on any HTTP
     error (403 where the token may not), OSError where the server cannot be reached."""
-    url = (f"{target.server.rstrip('/')}/apis/batch/v1/namespaces/{quote(target.namespace)}"
-           f"/jobs/{quote(target.job_name)}")
-    body = json.dumps({"metadata": {"annotations": {key: value}}}).encode()
+    merge_patch(target, job_path(target.namespace, target.job_name),
+                {"metadata": {"annotations": {key: value}}}, timeout=timeout)
+
+
+def merge_patch(target: JobTarget, path: str, patch: dict[str, object], *,
+                timeout: float = 10.0) -> None:
+    """One JSON merge patch of the object at `path`, with the target's token."""
+    url = f"{target.server.rstrip('/')}{path}"
+    body = json.dumps(patch).encode()
     request = urllib.request.Request(url, data=body, method="PATCH", headers={
         "Authorization": f"Bearer {target.token}",
         "Content-Type": "application/merge-patch+json",
