@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -348,8 +348,12 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
     stop = threading.Event()
 
     def fetch(remote: RemoteFile) -> None:
-        _fetch_one(hub, listing.commit, remote, weights, partials, verified, meter, options,
-                   sleep, log, stop)
+        try:
+            _fetch_one(hub, listing.commit, remote, weights, partials, verified, meter,
+                       options, sleep, log, stop)
+        except BaseException:
+            stop.set()  # before this worker takes the next file
+            raise
 
     with Ticker(meter, publish, options.interval_seconds), \
             ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="fetch") as pool:
@@ -361,6 +365,11 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
             stop.set()
             for future in futures:
                 future.cancel()
+            wait(futures)  # the others stop at their next chunk
+            causes = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+            cause = next((e for e in causes if not isinstance(e, Stopped)), None)
+            if cause is not None:
+                raise cause from None
             raise
     shutil.rmtree(partials, ignore_errors=True)  # only leftovers remain: every file is in place
     _write_marker(target, options.coordinates)
