@@ -71,3 +71,20 @@ def test_manifests_are_valid_kubernetes() -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for manifest in download_rbac("w-abc-dl", "llm"):
         kubernetes_validate.validate(manifest, "1.31", strict=True)
+
+
+def test_loader_imports_nothing_of_the_operator() -> None:
+    """The loader image installs the package without its dependencies: the loader, with both
+    hub libraries loaded, must not reach any other module of modeldeploy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, modeldeploy.loader.cli as c\n"
+            "c.HuggingFace('org/x', 'main', endpoint='http://127.0.0.1:9')\n"
+            "c.ModelScope('org/x', 'main')\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('modeldeploy'))))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    modules = result.stdout.splitlines()[-1].split()
+    assert "modeldeploy.loader.hubs" in modules
+    assert all(m == "modeldeploy" or m.startswith("modeldeploy.loader") for m in modules), modules
