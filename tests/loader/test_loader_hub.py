@@ -103,7 +103,7 @@ def test_full_download_verified_marked_and_progress_in_order(hub: LocalHub, targ
     assert all(t.start == 0 and t.sent == len(repo.files[t.path]) for t in hub.transfers)
 
     progress = records(target)
-    order = ["listing", "downloading", "complete"]
+    order = ["listing", "verifying", "downloading", "complete"]
     assert [order.index(p.state) for p in progress] == sorted(order.index(p.state)
                                                              for p in progress)
     assert progress[0].state == "listing"
@@ -120,7 +120,9 @@ def test_full_download_verified_marked_and_progress_in_order(hub: LocalHub, targ
     hub.reset_log()
     again = run_loader(hub, target)
     assert again.returncode == 0, again.stderr
-    assert last_line(again) == "already complete: huggingface/org/tiny@main"
+    assert last_line(again) == "download complete: huggingface/org/tiny@main (4 files)"
+    assert "is already complete in" in again.stdout
+    assert records(target)[-1].percent == 100
     assert hub.transfers == []
 
 

@@ -34,6 +34,8 @@ def test_message_has_the_documented_form() -> None:
     (downloading(440 * GIB - 1, 440 * GIB, 210e6, 0),
      "Downloading 99% (440 of 440 GiB, 210 MB/s, less than a minute left)"),
     (Progress("listing", 0, 0, 0, 0, WHEN), "Downloading: listing the files of the revision"),
+    (Progress("verifying", 12 * GIB, 29 * GIB, 2, 9, WHEN),
+     "Downloading: checking the files already in the cache (12 of 29 GiB)"),
     (Progress("complete", 440 * GIB, 440 * GIB, 55, 55, WHEN), "Downloaded 440 GiB (55 files)"),
     (Progress("failed", 10 * GIB, 40 * GIB, 1, 9, WHEN, message="the hub refused the token"),
      "Download failed at 25% (10 of 40 GiB): the hub refused the token"),

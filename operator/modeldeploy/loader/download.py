@@ -157,10 +157,10 @@ class Meter:
 
 
 class Ticker:
-    """Publishes the meter every `interval` seconds from a thread, also while a transfer stalls."""
+    """Calls `emit` every `interval` seconds from a thread, also while a transfer stalls."""
 
-    def __init__(self, meter: Meter, publish: Callable[[Progress], None], interval: float) -> None:
-        self._meter, self._publish, self._interval = meter, publish, interval
+    def __init__(self, emit: Callable[[], None], interval: float) -> None:
+        self._emit, self._interval = emit, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
@@ -174,7 +174,7 @@ class Ticker:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._publish(self._meter.snapshot())
+            self._emit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +294,9 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
     marker = target / MARKER_FILE
     if marker.is_file() and marker.read_text() == options.coordinates:
         log(f"{options.coordinates} is already complete in {target}")
-        done = Progress("complete", 0, 0, 0, 0, now_iso())
+        recorded = Verified(target / VERIFIED_FILE).files.values()
+        size = sum(int(entry.get("size", 0)) for entry in recorded)
+        done = Progress("complete", size, size, len(recorded), len(recorded), now_iso())
         publish(done)
         return done
     if not target.is_dir():
@@ -302,7 +304,13 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
                       EXIT_INVALID)
     marker.unlink(missing_ok=True)
 
-    publish(meter.snapshot())
+    lock = threading.Lock()
+
+    def emit() -> None:  # one record at a time, in order, from this thread or the ticker
+        with lock:
+            publish(meter.snapshot())
+
+    emit()
     listing = _retrying(hub.listing, options, sleep, log)
     files = select(listing.files, options.excludes)
     if not files:
@@ -313,6 +321,55 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
     verified = Verified(target / VERIFIED_FILE)
     meter.bytes_total = sum(r.size for r in files)
     meter.files_total = len(files)
+    meter.state = "verifying"  # what an earlier try left: checked before anything is fetched
+    stop = threading.Event()
+
+    def fetch(remote: RemoteFile) -> None:
+        try:
+            _fetch_one(hub, listing.commit, remote, weights, partials, verified, meter,
+                       options, sleep, log, stop)
+        except BaseException:
+            stop.set()  # before this worker takes the next file
+            raise
+
+    with Ticker(emit, options.interval_seconds):
+        pending, needed = _survey(files, weights, partials, verified, meter)
+        free = shutil.disk_usage(target).free
+        log(f"{options.coordinates}: {len(files)} files, {human(meter.bytes_total)} in all;"
+            f" {len(pending)} to fetch ({human(needed)}); {human(free)} free in {target}")
+        if needed > free:
+            raise _no_space(options, needed, meter.bytes_total, len(files))
+        meter.state = "downloading"
+        emit()
+        with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="fetch") as pool:
+            futures = [pool.submit(fetch, remote) for remote in pending]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                wait(futures)  # the others stop at their next chunk
+                causes = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+                cause = next((e for e in causes if not isinstance(e, Stopped)), None)
+                if cause is not None:
+                    raise cause from None
+                raise
+    shutil.rmtree(partials, ignore_errors=True)  # only leftovers remain: every file is in place
+    _write_marker(target, options.coordinates)
+    meter.state = "complete"
+    with lock:
+        final_progress = meter.snapshot()
+        publish(final_progress)
+    return final_progress
+
+
+def _survey(files: list[RemoteFile], weights: Path, partials: Path, verified: Verified,
+            meter: Meter) -> tuple[list[RemoteFile], int]:
+    """Which files are still to fetch, and how many bytes: a file in place counts when its
+    record matches, or else when its digest does (hashed once, then recorded); a partial
+    file counts for what it holds."""
     pending: list[RemoteFile] = []
     needed = 0
     for remote in files:
@@ -336,47 +393,7 @@ def _download(hub: Hub, options: Options, publish: Callable[[Progress], None],
         meter.adjust(have)
         needed += remote.size - have
         pending.append(remote)
-
-    free = shutil.disk_usage(target).free
-    log(f"{options.coordinates}: {len(files)} files, {human(meter.bytes_total)} in all;"
-        f" {len(pending)} to fetch ({human(needed)}); {human(free)} free in {target}")
-    if needed > free:
-        raise _no_space(options, needed, meter.bytes_total, len(files))
-
-    meter.state = "downloading"
-    publish(meter.snapshot())
-    stop = threading.Event()
-
-    def fetch(remote: RemoteFile) -> None:
-        try:
-            _fetch_one(hub, listing.commit, remote, weights, partials, verified, meter,
-                       options, sleep, log, stop)
-        except BaseException:
-            stop.set()  # before this worker takes the next file
-            raise
-
-    with Ticker(meter, publish, options.interval_seconds), \
-            ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="fetch") as pool:
-        futures = [pool.submit(fetch, remote) for remote in pending]
-        try:
-            for future in as_completed(futures):
-                future.result()
-        except BaseException:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)  # the others stop at their next chunk
-            causes = [f.exception() for f in futures if not f.cancelled() and f.exception()]
-            cause = next((e for e in causes if not isinstance(e, Stopped)), None)
-            if cause is not None:
-                raise cause from None
-            raise
-    shutil.rmtree(partials, ignore_errors=True)  # only leftovers remain: every file is in place
-    _write_marker(target, options.coordinates)
-    meter.state = "complete"
-    final_progress = meter.snapshot()
-    publish(final_progress)
-    return final_progress
+    return pending, needed
 
 
 def _fetch_one(hub: Hub, commit: str, remote: RemoteFile, weights: Path, partials: Path,

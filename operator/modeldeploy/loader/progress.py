@@ -150,7 +150,7 @@ def progress_message(progress: Progress) -> str:
     if progress.state == "listing":
         return "Downloading: listing the files of the revision"
     if progress.state == "verifying":
-        return f"Verifying the downloaded files ({size}, {progress.files_total} files)"
+        return f"Downloading: checking the files already in the cache ({size})"
     if progress.state == "complete":
         return f"Downloaded {format_bytes(progress.bytes_total)} ({progress.files_total} files)"
     parts = [size]
