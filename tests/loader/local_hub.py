@@ -5,6 +5,9 @@ It answers the requests huggingface_hub makes to download a model, as huggingfac
   GET  /api/models/{repo}/tree/{rev}[/path]              the tree (what `hf download` lists)
   HEAD /{repo}/resolve/{rev}/{file}                     X-Repo-Commit, ETag, X-Linked-Etag/Size
   GET  /{repo}/resolve/{rev}/{file}                     the bytes, with Range (206)
+and, for the ModelScope client, its legacy API:
+  GET  /api/v1/models/{repo}/repo/files?Revision=&Recursive=  files with sizes and sha256
+  GET  /api/v1/models/{repo}/repo?Revision=&FilePath=         the bytes, with Range (206)
 and the hub's errors: 401 RepoNotFound for a missing repository, 404 RevisionNotFound,
 404 EntryNotFound, 401 GatedRepo without a token, 401 for a token it does not know.
 
@@ -22,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 CHUNK = 64 * 1024
 
@@ -114,6 +117,8 @@ class LocalHub:
 
 
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree)/(?P<rest>.+)$")
+_MS_FILES = re.compile(r"^/api/v1/models/(?P<repo>[^/]+/[^/]+)/repo/files$")
+_MS_FILE = re.compile(r"^/api/v1/models/(?P<repo>[^/]+/[^/]+)/repo$")
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
@@ -165,11 +170,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
-        path = urlsplit(self.path).path
+        split = urlsplit(self.path)
+        path, query = split.path, dict(parse_qsl(split.query))
         self.state.requests.append((self.command, path))
         if not self._authorised(None):
             return
-        if m := _API.match(path):
+        if m := _MS_FILES.match(path):
+            self._ms_files(unquote(m["repo"]), query.get("Revision", "master"))
+        elif m := _MS_FILE.match(path):
+            self._ms_file(unquote(m["repo"]), query.get("Revision", "master"),
+                          query.get("FilePath", ""))
+        elif m := _API.match(path):
             self._api(unquote(m["repo"]), m["kind"], m["rest"])
         elif m := _RESOLVE.match(path):
             self._resolve(unquote(m["repo"]), unquote(m["rev"]), unquote(m["file"]))
@@ -224,6 +235,28 @@ class _Handler(BaseHTTPRequestHandler):
             entries.append(entry)
         self._send(200, json.dumps(entries).encode())
 
+    def _ms_error(self, status: int, message: str) -> None:
+        body = {"Code": status, "Message": message, "Success": False, "RequestId": "local"}
+        self._send(status, json.dumps(body).encode())
+
+    def _ms_files(self, name: str, rev: str) -> None:
+        repo = self.state.repos.get(name)
+        if repo is None or repo.resolve(rev) is None:
+            self._ms_error(404, f"{name} at {rev} not found")
+            return
+        files = [{"Name": p.rsplit("/", 1)[-1], "Path": p, "Type": "blob", "Size": len(d),
+                  "Sha256": hashlib.sha256(d).hexdigest(), "IsLFS": p in repo.lfs,
+                  "Revision": repo.commit} for p, d in sorted(repo.files.items())]
+        body = {"Code": 200, "Success": True, "Data": {"Files": files}, "RequestId": "local"}
+        self._send(200, json.dumps(body).encode())
+
+    def _ms_file(self, name: str, rev: str, file: str) -> None:
+        repo = self.state.repos.get(name)
+        if repo is None or repo.resolve(rev) is None or file not in repo.files:
+            self._ms_error(404, f"{file} of {name} at {rev} not found")
+            return
+        self._stream(repo, file, {})
+
     def _resolve(self, name: str, rev: str, file: str) -> None:
         repo = self._repo(name)
         if repo is None:
@@ -250,6 +283,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             self._send(200, b"", headers, "application/octet-stream", length=len(data))
             return
+        self._stream(repo, file, headers)
+
+    def _stream(self, repo: Repo, file: str, headers: dict[str, str]) -> None:
+        data = repo.files[file]
         if file in self.state.corrupted:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         start, end = 0, len(data) - 1

@@ -352,3 +352,77 @@ def test_flag_like_or_escaping_values_are_refused(hub: LocalHub, target: Path, f
     assert result.returncode == 2
     assert last_line(result).startswith(f"error: {says}"), last_line(result)
     assert hub.requests == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the ModelScope hub, through the modelscope library (its legacy file API on the same server)
+
+
+def _modelscope_argv(hub: LocalHub, target: Path, *extra: str, model: str = "org/tiny",
+                     ) -> list[str]:
+    return [sys.executable, "-m", "modeldeploy.loader", "--hub=modelscope",
+            f"--model-id={model}", "--revision=master", f"--target={target}",
+            f"--endpoint={hub.url}", f"--progress-file={target.parent / 'progress.jsonl'}",
+            "--progress-interval=0.2", "--retries=0", *extra]
+
+
+def _modelscope_env(target: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSCOPE")}
+    return env | {"HOME": str(target.parent / "home"),
+                  "MODELSCOPE_CACHE": str(target.parent / "modelscope")}
+
+
+@pytest.fixture
+def modelscope_hub(hub: LocalHub) -> LocalHub:
+    hub.repos["org/tiny"].branches = ("master",)
+    return hub
+
+
+def test_modelscope_download_resumes_and_verifies(modelscope_hub: LocalHub,
+                                                  target: Path) -> None:
+    hub = modelscope_hub
+    repo = hub.repos["org/tiny"]
+    size = len(repo.files[BIG])
+    hub.hold(BIG, after=6 * MIB)
+    partial = target / ".modeldeploy-partial" / BIG
+    process = subprocess.Popen(_modelscope_argv(hub, target), env=_modelscope_env(target),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: partial.is_file() and partial.stat().st_size >= 4 * MIB)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.communicate()
+    have = partial.stat().st_size
+    hub.release()
+    hub.reset_log()
+    result = subprocess.run(_modelscope_argv(hub, target), env=_modelscope_env(target),
+                            capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert last_line(result) == "download complete: modelscope/org/tiny@master (4 files)"
+    weights = target / "weights"
+    for name in KEPT:
+        assert (weights / name).read_bytes() == repo.files[name]
+    assert (target / MARKER_FILE).read_text() == "modelscope/org/tiny@master"
+    assert [(t.path, t.start, t.sent) for t in hub.transfers] == [(BIG, have, size - have)]
+    assert records(target)[-1].state == "complete"
+
+
+def test_modelscope_corrupted_and_missing(modelscope_hub: LocalHub, target: Path) -> None:
+    hub = modelscope_hub
+    hub.corrupt(BIG)
+    result = subprocess.run(_modelscope_argv(hub, target), env=_modelscope_env(target),
+                            capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 5, result.stderr
+    assert last_line(result).startswith(f"error: verification failed for {BIG}: its sha256")
+    assert_not_complete(target)
+
+    missing = subprocess.run(_modelscope_argv(hub, target, model="org/nothing"),
+                             env=_modelscope_env(target), capture_output=True, text=True,
+                             timeout=TIMEOUT, check=False)
+    assert missing.returncode == 3, missing.stderr
+    assert last_line(missing) == (f"error: the file list of 'org/nothing' at revision 'master'"
+                                  f" on {hub.url} does not exist (or is private)")

@@ -196,19 +196,21 @@ class HuggingFace:
 
 
 class ModelScope:
-    """modelscope: `HubApi.get_model_files` lists the files with sizes and sha256;
-    `http_get_model_file` downloads one with a Range from the partial file's length."""
+    """modelscope: its hub client (`modelscope_hub.HubApi.list_repo_files`) lists the files with
+    sizes and sha256; `modelscope.hub.file_download.http_get_model_file` downloads one with a
+    Range from the partial file's length."""
 
     name = "modelscope"
 
     def __init__(self, model_id: str, revision: str, token: str | None = None,
                  endpoint: str | None = None) -> None:
-        from modelscope.hub.api import HubApi
+        from modelscope.hub.utils.utils import get_endpoint
+        from modelscope_hub import HubApi
 
         self.model_id, self.revision = model_id, revision
         self.token = token or os.environ.get("MODELSCOPE_API_TOKEN") or None
         self.api = HubApi(endpoint=endpoint, token=self.token)
-        self.endpoint: str = self.api.endpoint
+        self.endpoint: str = (endpoint or str(get_endpoint())).rstrip("/")
 
     def _translate(self, error: Exception, what: str) -> Exception:
         from modelscope_hub import errors
@@ -231,13 +233,12 @@ class ModelScope:
 
     def listing(self) -> Listing:
         try:
-            raw: list[dict[str, Any]] = self.api.get_model_files(
-                self.model_id, revision=self.revision, recursive=True)
+            raw: list[Any] = self.api.list_repo_files(self.model_id, "model",
+                                                      revision=self.revision, recursive=True)
         except Exception as error:
             raise self._translate(error, "the file list") from None
-        files = [RemoteFile(item["Path"], int(item.get("Size") or 0),
-                            sha256=item.get("Sha256") or None)
-                 for item in raw if (item.get("Type") or "blob") != "tree"]
+        files = [RemoteFile(item.path, int(item.size or 0), sha256=item.sha256 or None)
+                 for item in raw if item.type != "tree"]
         # ModelScope names no commit in its listing; the revision is what is pinned.
         return Listing(commit=self.revision, files=files)
 
@@ -247,17 +248,21 @@ class ModelScope:
         from modelscope.hub.file_download import get_file_download_url, http_get_model_file
 
         seen = [partial.stat().st_size if partial.exists() else 0]
+        on_write(None, 0)  # the bytes are not seen here: the digest is taken from the file
+
+        def grown() -> None:
+            now = partial.stat().st_size if partial.exists() else 0
+            if now < seen[0]:
+                on_truncate(now)
+            elif now > seen[0]:
+                on_write(None, now - seen[0])
+            seen[0] = now
 
         class Report(ProgressCallback):  # type: ignore[misc]
-            # the library also calls update() with the partial length it resumes from: the
-            # file on disk is the truth, so report its growth
+            # the library calls update() with the partial length it resumes from, and with
+            # each chunk before writing it: the file on disk is the truth, so report its growth
             def update(self, size: int) -> None:
-                now = partial.stat().st_size if partial.exists() else 0
-                if now < seen[0]:
-                    on_truncate(now)
-                elif now > seen[0]:
-                    on_write(None, now - seen[0])
-                seen[0] = now
+                grown()
 
         url = get_file_download_url(self.model_id, remote.path, commit, endpoint=self.endpoint)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -267,3 +272,4 @@ class ModelScope:
                                 progress_callbacks=[Report])
         except Exception as error:
             raise self._translate(error, repr(remote.path)) from None
+        grown()
