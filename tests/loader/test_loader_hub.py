@@ -374,6 +374,7 @@ def _modelscope_env(target: Path) -> dict[str, str]:
 
 @pytest.fixture
 def modelscope_hub(hub: LocalHub) -> LocalHub:
+    pytest.importorskip("modelscope", reason="the loader extra (pip install '.[loader]')")
     hub.repos["org/tiny"].branches = ("master",)
     return hub
 

@@ -79,6 +79,7 @@ def test_loader_imports_nothing_of_the_operator() -> None:
     import subprocess
     import sys
 
+    pytest.importorskip("modelscope", reason="the loader extra (pip install '.[loader]')")
     code = ("import sys, modeldeploy.loader.cli as c\n"
             "c.HuggingFace('org/x', 'main', endpoint='http://127.0.0.1:9')\n"
             "c.ModelScope('org/x', 'main')\n"

@@ -80,13 +80,38 @@ class _Sink:
     def flush(self) -> None:
         self._raw.flush()
 
+    @property
+    def name(self) -> str:
+        return str(self._raw.name)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection errors and timeouts of whichever HTTP client huggingface_hub uses (httpx2 from
+    1.x on, requests before)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import httpx2
+
+        found.append(httpx2.TransportError)
+    except ImportError:
+        pass
+    try:
+        import requests
+
+        found += [requests.ConnectionError, requests.Timeout,
+                  requests.exceptions.ChunkedEncodingError]
+    except ImportError:
+        pass
+    return tuple(found)
+
 
 class HuggingFace:
-    """huggingface_hub: `HfApi.model_info(files_metadata=True)` lists the files with sizes and
-    LFS sha256; `get_hf_file_metadata` resolves each file at the listed commit; the library's
-    `http_get` streams it with a Range from the partial file's length (huggingface_hub 1.x and
-    later no longer resume across processes in `hf_hub_download`, so the partial file is ours
-    and the Range request is theirs)."""
+    """huggingface_hub (0.34 and later): `HfApi.model_info(files_metadata=True)` lists the
+    files with sizes and LFS sha256; `get_hf_file_metadata` resolves each file at the listed
+    commit; the library's `http_get` streams it with a Range from the partial file's length
+    (`hf_hub_download` no longer resumes across processes from huggingface_hub 1.x on: its
+    partial files are per process and removed on failure; so the partial file is the loader's
+    and the ranged transfer the library's)."""
 
     name = "huggingface"
 
@@ -106,7 +131,6 @@ class HuggingFace:
         return self.token or get_token()
 
     def _translate(self, error: Exception, what: str) -> Exception:
-        import httpx2
         from huggingface_hub import errors
 
         repo = f"{self.model_id!r} on {self.endpoint}"
@@ -117,7 +141,9 @@ class HuggingFace:
         if isinstance(error, errors.RepositoryNotFoundError):
             return HubRefused(f"repository {repo} does not exist, or is private and the"
                               " token (if any) cannot read it")
-        if isinstance(error, errors.RemoteEntryNotFoundError):
+        entry_missing = getattr(errors, "RemoteEntryNotFoundError", None) or \
+            errors.EntryNotFoundError  # the name before huggingface_hub 1.x
+        if isinstance(error, entry_missing):
             return HubRefused(f"{what} of {repo} at {self.revision!r} does not exist")
         if isinstance(error, errors.HfHubHTTPError) and error.response is not None:
             status = error.response.status_code
@@ -129,8 +155,8 @@ class HuggingFace:
             if status in (408, 429) or status >= 500:
                 return HubUnavailable(f"the hub answered {status} for {what} of {repo}")
             return HubRefused(f"the hub answered {status} for {what} of {repo}")
-        if isinstance(error, httpx2.TransportError | errors.OfflineModeIsEnabled
-                      | errors.LocalEntryNotFoundError | TimeoutError | ConnectionError):
+        if isinstance(error, (*_transport_errors(), errors.OfflineModeIsEnabled,
+                              errors.LocalEntryNotFoundError)):
             return HubUnavailable(f"cannot reach the hub at {self.endpoint} ({what}):"
                                   f" {type(error).__name__}: {error}".splitlines()[0])
         if isinstance(error, OSError) and "Consistency check failed" in str(error):
