@@ -17,7 +17,16 @@ import pytest
 import yaml
 
 from harness import Cluster
-from modeldeploy.loader import PROGRESS_ANNOTATION, Progress, download_rbac, parse_progress
+from modeldeploy.loader import (
+    PROGRESS_ANNOTATION,
+    Progress,
+    download_container_settings,
+    download_failure_policy,
+    download_pod_settings,
+    download_rbac,
+    loader_command,
+    parse_progress,
+)
 from modeldeploy.loader.kube import JobTarget, PatchRefused, merge_patch, patch_job_annotation
 from modeldeploy.loader.progress import encode_progress
 
@@ -30,11 +39,16 @@ Json = dict[str, Any]
 
 
 def _job(name: str) -> Json:
-    # suspended: no pod is made; the test plays the download pod with its credentials
+    """A download Job as the operator renders it with the loader's pieces; suspended, so no pod
+    is made: the test plays the download pod with its credentials."""
+    container = {"name": "download", "image": "registry.example/loader:1",
+                 "command": loader_command("huggingface", "org/tiny", "main", job_name=name),
+                 **download_container_settings()}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"suspend": True, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "download", "image": "registry.example/loader:1"}]}}}}
+            "spec": {"suspend": True, "backoffLimit": 3,
+                     "podFailurePolicy": download_failure_policy(),
+                     "template": {"spec": {"restartPolicy": "Never", "containers": [container],
+                                           **download_pod_settings(name)}}}}
 
 
 def _pod(name: str) -> Json:
@@ -55,8 +69,9 @@ def _annotation(cluster: Cluster, namespace: str, name: str) -> str | None:
 @pytest.fixture
 def channel(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[JobTarget]:
     """Two Jobs and a pod; the RBAC of the first Job's download; a token of its account."""
+    # the account first: a Job naming a missing ServiceAccount is fine only while suspended
+    _apply(cluster, namespace, *download_rbac(JOB, namespace), *download_rbac(OTHER, namespace))
     _apply(cluster, namespace, _job(JOB), _job(OTHER), _pod("bystander"))
-    _apply(cluster, namespace, *download_rbac(JOB, namespace))
     token = cluster.kubectl("create", "token", JOB, "-n", namespace,
                             "--duration=1h").stdout.strip()
     config = yaml.safe_load(cluster.kubeconfig.read_text())

@@ -7,6 +7,8 @@ import pytest
 from modeldeploy.loader import (
     DOWNLOAD_EXCLUDES,
     InvalidArgument,
+    download_container_settings,
+    download_failure_policy,
     download_pod_settings,
     download_rbac,
     loader_command,
@@ -71,6 +73,21 @@ def test_manifests_are_valid_kubernetes() -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for manifest in download_rbac("w-abc-dl", "llm"):
         kubernetes_validate.validate(manifest, "1.31", strict=True)
+    container = {"name": "download", "image": "ghcr.io/modeldeploy/loader:0.1.0",
+                 "command": loader_command("huggingface", "org/x", "main", job_name="w-abc-dl"),
+                 **download_container_settings()}
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "w-abc-dl", "namespace": "llm"},
+           "spec": {"backoffLimit": 3, "podFailurePolicy": download_failure_policy(),
+                    "template": {"spec": {"restartPolicy": "Never", "containers": [container],
+                                          **download_pod_settings("w-abc-dl")}}}}
+    kubernetes_validate.validate(job, "1.31", strict=True)
+
+
+def test_failure_policy_fails_at_once_on_permanent_exit_codes() -> None:
+    rules = download_failure_policy()["rules"]
+    assert rules[0] == {"action": "FailJob", "onExitCodes": {
+        "containerName": "download", "operator": "In", "values": [2, 3, 4]}}
 
 
 def test_loader_imports_nothing_of_the_operator() -> None:

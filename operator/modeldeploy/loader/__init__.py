@@ -18,7 +18,13 @@ from .contract import (
     validate_model_id,
     validate_revision,
 )
-from .manifests import download_pod_settings, download_rbac, loader_command
+from .manifests import (
+    download_container_settings,
+    download_failure_policy,
+    download_pod_settings,
+    download_rbac,
+    loader_command,
+)
 from .progress import Progress, parse_progress, progress_message, progress_status
 
 __all__ = [
@@ -28,6 +34,8 @@ __all__ = [
     "WEIGHTS_DIR",
     "InvalidArgument",
     "Progress",
+    "download_container_settings",
+    "download_failure_policy",
     "download_pod_settings",
     "download_rbac",
     "loader_command",

@@ -8,6 +8,10 @@ from typing import Any
 
 from .contract import DOWNLOAD_EXCLUDES, HUBS, InvalidArgument, validate_model_id, validate_revision
 
+# Exit statuses a retry cannot change (see cli.py): invalid arguments, the hub refused, not
+# enough space. A failed verification (5) or an unreachable hub (6) is worth the Job's retries.
+PERMANENT_EXIT_CODES = (2, 3, 4)
+
 Obj = dict[str, Any]
 
 CACHE_MOUNT = "/cache"
@@ -74,3 +78,16 @@ def download_container_settings() -> Obj:
     """Fields to merge into the download container: the loader's last line becomes the
     terminated container's message (it also writes /dev/termination-log itself)."""
     return {"terminationMessagePolicy": "FallbackToLogsOnError"}
+
+
+def download_failure_policy(container: str = "download") -> Obj:
+    """The Job's `podFailurePolicy`: fail at once on an exit status no retry can change, so the
+    loader's own last line is the failure instead of `backoffLimit` identical tries. Needs
+    `restartPolicy: Never` (the download Job has it)."""
+    return {"rules": [
+        {"action": "FailJob",
+         "onExitCodes": {"containerName": container, "operator": "In",
+                         "values": list(PERMANENT_EXIT_CODES)}},
+        # a pod evicted or preempted (node drain) is not a failed try
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]}
