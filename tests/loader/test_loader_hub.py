@@ -139,6 +139,9 @@ def test_killed_mid_file_resumes_with_only_the_missing_bytes(hub: LocalHub,
         # progress keeps coming while the transfer stalls
         stalled_from = len(records(target))
         wait_until(lambda: len(records(target)) >= stalled_from + 3, timeout=10)
+        # with a rate and an estimate of the time left, once a second of transfer is measured
+        wait_until(lambda: any(p.bytes_per_second and p.eta_seconds is not None
+                               for p in records(target)), timeout=10)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     finally:

@@ -109,3 +109,28 @@ def test_message_for_any_record(done: int, extra: int, rate: float | None,
     assert message.startswith(f"Downloading {p.percent}% (")
     assert 0 <= p.percent <= 100
     assert parse_progress(encode_progress(p)) is not None
+
+
+def test_meter_rate_over_the_last_30_seconds_and_time_left() -> None:
+    from modeldeploy.loader.download import Meter
+
+    now = [0.0]
+    meter = Meter(1000 * 10**6, 10, clock=lambda: now[0])
+    meter.state = "downloading"
+    meter.adjust(100 * 10**6)  # resumed from an earlier try: done, but not speed
+    assert meter.snapshot().bytes_per_second is None
+    for _ in range(60):  # 10 MB/s for a minute
+        now[0] += 1.0
+        meter.add(10 * 10**6)
+        meter.snapshot()
+    p = meter.snapshot()
+    assert p.bytes_per_second == pytest.approx(10e6)
+    assert p.bytes_done == 700 * 10**6
+    assert p.eta_seconds == 30
+    for _ in range(40):  # then stalled: the rate falls as the window moves on
+        now[0] += 1.0
+        meter.snapshot()
+    stalled = meter.snapshot()
+    assert stalled.bytes_per_second == 0
+    assert stalled.eta_seconds is None
+    assert progress_message(stalled) == "Downloading 70% (668 of 954 MiB)"
