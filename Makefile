@@ -39,7 +39,7 @@ images:
 		echo "images: skipped, no Docker engine here ('$(DOCKER) info' failed)"; exit 0; fi; \
 	set -ex; \
 	$(DOCKER) build -f images/operator/Dockerfile -t $(REGISTRY)/operator:$(VERSION) .; \
-	$(DOCKER) build -t $(REGISTRY)/loader:$(VERSION) images/loader; \
+	$(DOCKER) build -f images/loader/Dockerfile -t $(REGISTRY)/loader:$(VERSION) .; \
 	$(DOCKER) build -f images/transformers/Dockerfile -t $(REGISTRY)/transformers:$(VERSION) serve; \
 	$(DOCKER) build -f images/transformers/Dockerfile.vl2 -t $(REGISTRY)/transformers-vl2:$(VERSION) serve
 

@@ -466,15 +466,16 @@ def _copy_sources(dockerfile: Path) -> list[str]:
     return [s.rstrip("/") for s in sources]
 
 
-@pytest.mark.parametrize(("dockerfile", "context"), [
-    ("images/operator/Dockerfile", "."),
-    ("images/loader/Dockerfile", "images/loader"),
-    ("images/transformers/Dockerfile", "serve"),
-    ("images/transformers/Dockerfile.vl2", "serve"),
+@pytest.mark.parametrize(("dockerfile", "context", "ignore_file"), [
+    ("images/operator/Dockerfile", ".", ".dockerignore"),
+    ("images/loader/Dockerfile", ".", ".dockerignore"),
+    ("images/loader/Dockerfile", ".", "images/loader/Dockerfile.dockerignore"),
+    ("images/transformers/Dockerfile", "serve", "serve/.dockerignore"),
+    ("images/transformers/Dockerfile.vl2", "serve", "serve/.dockerignore"),
 ])
-def test_image_build_contexts_hold_what_the_dockerfiles_copy(dockerfile: str,
-                                                             context: str) -> None:
-    ignore = ROOT / context / ".dockerignore"
+def test_image_build_contexts_hold_what_the_dockerfiles_copy(dockerfile: str, context: str,
+                                                             ignore_file: str) -> None:
+    ignore = ROOT / ignore_file
     patterns = [line.strip() for line in ignore.read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     sources = _copy_sources(ROOT / dockerfile)
