@@ -57,9 +57,9 @@ class Kube:
                                  fields=field_selectors)
         return [_as_dict(o) async for o in found]
 
-    async def apply(self, obj: Obj) -> Obj:
+    async def apply(self, obj: Obj, field_manager: str = FIELD_MANAGER) -> Obj:
         self._count("apply", obj["kind"])
-        applied = await self.client.apply(codecs.from_dict(obj), field_manager=FIELD_MANAGER,
+        applied = await self.client.apply(codecs.from_dict(obj), field_manager=field_manager,
                                           force=True)
         return _as_dict(applied)
 

@@ -21,6 +21,8 @@ from .conditions import AVAILABLE, RESOLVED, Why, condition, merge, now
 from .config import OperatorConfig
 from .desired import cache_is_complete, desired_children, matches
 from .errors import PlanError
+from .gateway.handover import apply_autoscaled
+from .gateway.status import desired_replicas, scaling_phase
 from .kube import Kube
 from .labels import DEPLOYMENT_LABEL, RETAIN_ANNOTATION, download_job_name
 from .observe import Assessment, Observed, assess
@@ -90,6 +92,9 @@ async def reconcile(kube: Kube, body: Obj, catalog: Catalog, config: OperatorCon
             live = await kube.get(obj["kind"], ns, obj["metadata"]["name"])
         if obj["kind"] == "Job" and live is not None:
             continue  # a Job's template is immutable; it is replaced only by a new claim
+        if obj["kind"] == "Deployment":
+            live, handed = await apply_autoscaled(kube, plan.spec, obj, live)
+            writes += handed
         if live is None or not matches(obj, live):
             applied = await kube.apply(obj)
             writes += 1
@@ -100,7 +105,8 @@ async def reconcile(kube: Kube, body: Obj, catalog: Catalog, config: OperatorCon
         writes += 1
     writes += await _prune_claims(kube, ns, claim_name, me, owned_claims)
     observed = await _observe(kube, plan, complete, claim, job)
-    assessment = assess(observed, plan.spec.replicas)
+    assessment = scaling_phase(plan.spec, assess(observed, desired_replicas(
+        plan.spec, observed.deployment)))
     resolved = condition(RESOLVED, True, Why.RESOLVED,
                          f"{plan.title} on {plan.engine.value}: {plan.gpus} GPU(s) per replica")
     outcome = _outcome(body, old, assessment.phase, [resolved, *assessment.conditions], plan,

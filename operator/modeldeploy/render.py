@@ -294,13 +294,16 @@ def deployment(plan: Plan, config: OperatorConfig, owner: Obj | None) -> Obj:
     if tolerations:
         pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in tolerations]
     template_meta = _pod_meta(pod_labels, plan.spec.podAnnotations)
+    # With autoscaling the replicas belong to the scaler (gateway/handover.py says how the
+    # field is handed over at creation): the operator's apply leaves them out.
+    replicas = {} if plan.spec.autoscaling else {"replicas": plan.spec.replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(plan.name, plan.namespace, {**common_labels("engine"), **selector},
                           [owner] if owner else []),
         "spec": {
-            "replicas": plan.spec.replicas,
+            **replicas,
             "selector": {"matchLabels": selector},
             # GPUs are scarce: replace pods one at a time rather than surge past the quota.
             "strategy": {"type": "RollingUpdate",

@@ -1,0 +1,303 @@
+"""The gateway against the real control plane: ModelDeployments and EndpointSlices are real
+objects it watches; the engines are real processes on 127.0.0.1 (a fake OpenAI engine for load
+and faults, the project's Transformers server with a tiny model). The address map stands in for
+pod networking: an endpoint's pod IP is connected to at a local port."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import Cluster
+from operator_process import OperatorProcess, get, items, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "gateway"))
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("aiohttp")
+
+from harness import Gateway, Process, engine_stats, start_fake_engine, start_gateway  # noqa: E402
+
+MD = "modeldeployment"
+
+
+def apply(cluster: Cluster, namespace: str, doc: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+
+def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": {"model": "deepseek-v2-chat", "sizeInBillions": 16, **spec}}
+
+
+def endpoint_slice(service: str, name: str, address: str, ready: bool = True
+                   ) -> dict[str, Any]:
+    """What the EndpointSlice controller writes for one pod of the Service."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "e2e.modeldeploy.dev"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [address], "conditions": {"ready": ready}}]}
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[list[Process]]:
+    started = [start_fake_engine(tmp_path, "fake", replica, chunk_delay=0.05)
+               for replica in ("a", "b")]
+    try:
+        yield started
+    finally:
+        for engine in started:
+            engine.stop()
+
+
+@pytest.fixture
+def two_replicas(cluster: Cluster, crd: None, namespace: str, tmp_path: Path,
+                 engines: list[Process]) -> Iterator[tuple[Gateway, list[Process]]]:
+    apply(cluster, namespace, model_deployment("fake", replicas=2))
+    for i, replica in enumerate(("a", "b")):
+        apply(cluster, namespace, endpoint_slice("fake", f"fake-{replica}", f"10.250.0.{i + 1}"))
+    mapping = [f"--address-map=10.250.0.{i + 1}:8000=127.0.0.1:{e.port}"
+               for i, e in enumerate(engines)]
+    gateway = start_gateway(cluster.kubeconfig, tmp_path, *mapping, namespace=namespace)
+    try:
+        wait_for("both replicas in /v1/models", lambda: _ready_replicas(gateway, "fake") == 2)
+        yield gateway, engines
+    finally:
+        gateway.stop()
+
+
+def _ready_replicas(gateway: Gateway, model: str) -> int:
+    listed = gateway.openai().models.list()
+    for entry in listed.data:
+        if entry.id == model:
+            return int(entry.model_extra["modeldeploy"]["readyReplicas"])
+    return -1
+
+
+def test_openai_client_chat_stream_completions_and_errors(
+        two_replicas: tuple[Gateway, list[Process]]) -> None:
+    gateway, engines = two_replicas
+    client = gateway.openai()
+
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["fake"]
+
+    chat = client.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "hello"}])
+    assert chat.choices[0].message.content.startswith("tok0 tok1")
+
+    # streamed chunk by chunk: the first chunk is in the client's hands while the engine is
+    # still generating the rest
+    stream = client.chat.completions.create(
+        model="fake", stream=True, messages=[{"role": "user", "content": "hi"}],
+        extra_body={"n_chunks": 6, "chunk_delay": 0.4})
+    first = next(iter(stream))
+    assert first.choices[0].delta.content == "tok0 "
+    busy = [engine_stats(e)["in_flight"] for e in engines]
+    assert sum(busy) == 1, busy
+    rest = [c.choices[0].delta.content for c in stream if c.choices]
+    assert rest == [f"tok{i} " for i in range(1, 6)]
+
+    completion = client.completions.create(model="fake", prompt="once upon")
+    assert completion.choices[0].text.startswith("tok0")
+    embedded = client.embeddings.create(model="fake", input=["a", "b"])
+    assert len(embedded.data) == 2
+
+    # the engine's own status code and error body come through unchanged
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="fake", max_tokens=0,
+                                       messages=[{"role": "user", "content": "x"}])
+    assert refused.value.status_code == 400
+    assert "max_tokens must be at least 1" in refused.value.message
+
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    body = unknown.value.body
+    assert body["code"] == "model_not_found" and body["param"] == "model"
+    assert "'nope'" in body["message"] and "known models: fake" in body["message"]
+
+    metrics = gateway.metrics()
+    assert metrics['modeldeploy_gateway_requests_total{code="200",model="fake"}'] == 5
+    assert metrics['modeldeploy_gateway_requests_total{code="400",model="fake"}'] == 1
+    assert metrics['modeldeploy_gateway_requests_total{code="404",model=""}'] == 1
+    assert metrics['modeldeploy_gateway_time_to_first_byte_seconds_count{model="fake"}'] == 6
+    # JSON access logs, without the prompt
+    lines = [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
+    assert {line["status"] for line in lines} == {200, 400, 404}
+    assert all("upon" not in json.dumps(line) for line in lines)
+
+
+def test_two_replicas_share_the_load_by_in_flight_count(
+        two_replicas: tuple[Gateway, list[Process]]) -> None:
+    gateway, engines = two_replicas
+    client = gateway.openai()
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            for _ in client.chat.completions.create(
+                    model="fake", stream=True, messages=[{"role": "user", "content": "x"}],
+                    extra_body={"n_chunks": 10, "chunk_delay": 0.3}):
+                pass
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    stats = [engine_stats(e) for e in engines]
+    assert [s["requests"] for s in stats] == [4, 4]
+    assert [s["max_in_flight"] for s in stats] == [4, 4]
+
+
+def test_replica_killed_mid_stream_fails_that_stream_and_the_next_goes_elsewhere(
+        two_replicas: tuple[Gateway, list[Process]]) -> None:
+    gateway, engines = two_replicas
+    client = gateway.openai()
+    stream = client.chat.completions.create(
+        model="fake", stream=True, messages=[{"role": "user", "content": "x"}],
+        extra_body={"n_chunks": 50, "chunk_delay": 0.1})
+    chunks = iter(stream)
+    first = next(chunks)
+    victim = next(e for e in engines if e.name == f"engine-{first.system_fingerprint}")
+    survivor = next(e for e in engines if e is not victim)
+    victim.kill()
+    with pytest.raises(openai.APIError) as broken:
+        for _ in chunks:
+            pass
+    assert "broke off the stream" in str(broken.value)
+
+    for _ in range(4):  # whichever replica the balancer tries, the answer comes from the other
+        answer = client.chat.completions.create(model="fake",
+                                                messages=[{"role": "user", "content": "x"}])
+        assert answer.system_fingerprint == survivor.name.removeprefix("engine-")
+    metrics = gateway.metrics()
+    assert metrics['modeldeploy_gateway_errors_total{kind="upstream_stream_broken",' \
+                   'model="fake"}'] == 1
+    assert metrics.get('modeldeploy_gateway_retries_total{model="fake"}', 0) >= 1
+
+
+def test_api_keys_limit_models(cluster: Cluster, crd: None, namespace: str, tmp_path: Path,
+                               engines: list[Process]) -> None:
+    apply(cluster, namespace, model_deployment("fake"))
+    apply(cluster, namespace, model_deployment("other"))
+    apply(cluster, namespace, endpoint_slice("fake", "fake-a", "10.250.0.1"))
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(yaml.safe_dump({"keys": [
+        {"name": "team-a", "key": "sk-team-a-0123456789", "models": ["fake"]}]}))
+    gateway = start_gateway(cluster.kubeconfig, tmp_path, "--api-keys-file", str(keys),
+                            f"--address-map=10.250.0.1:8000=127.0.0.1:{engines[0].port}",
+                            "--max-body-bytes", "2000", namespace=namespace)
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            gateway.openai(api_key="sk-wrong-0123456789").models.list()
+        client = gateway.openai(api_key="sk-team-a-0123456789")
+        wait_for("the model to be listed", lambda: [m.id for m in client.models.list().data])
+        assert [m.id for m in client.models.list().data] == ["fake"]
+        answer = client.chat.completions.create(model="fake",
+                                                messages=[{"role": "user", "content": "x"}])
+        assert answer.choices[0].message.content
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="other",
+                                           messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.APIStatusError) as too_big:
+            client.chat.completions.create(model="fake",
+                                           messages=[{"role": "user", "content": "x" * 5000}])
+        assert too_big.value.status_code == 413
+    finally:
+        gateway.stop()
+
+
+def _phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    md = get(cluster, MD, namespace, name)
+    return ((md or {}).get("status") or {}).get("phase")
+
+
+def _replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
+    deployment = get(cluster, "deployment", namespace, name)
+    return None if deployment is None else int(deployment["spec"].get("replicas", -1))
+
+
+def test_scale_from_zero_and_back_without_drift(cluster: Cluster, crd: None, namespace: str,
+                                                 tmp_path: Path) -> None:
+    operator = OperatorProcess(cluster, namespace, tmp_path).start()
+    engine = start_fake_engine(tmp_path, "scaled", "a")
+    gateway = None
+    try:
+        doc = model_deployment("scaled", autoscaling={
+            "minReplicas": 0, "maxReplicas": 2, "targetInFlightPerReplica": 4,
+            "scaleDownDelaySeconds": 6})
+        apply(cluster, namespace, doc)
+        wait_for("ScaledToZero", lambda: _phase(cluster, namespace, "scaled") == "ScaledToZero",
+                 timeout=90)
+        assert _replicas(cluster, namespace, "scaled") == 0
+        assert items(cluster, "pods", namespace, "-l", "modeldeploy.dev/deployment=scaled") == []
+
+        # every pod IP of the engine's port is this local engine
+        gateway = start_gateway(cluster.kubeconfig, tmp_path,
+                                f"--address-map=*:8000=127.0.0.1:{engine.port}",
+                                "--scale-up-timeout", "60", namespace=namespace)
+        answer = gateway.openai(timeout=90).chat.completions.create(
+            model="scaled", messages=[{"role": "user", "content": "wake up"}])
+        assert answer.choices[0].message.content.startswith("tok0")
+        assert _replicas(cluster, namespace, "scaled") == 1
+        deployment = get(cluster, "deployment", namespace, "scaled")
+        assert deployment is not None
+        owners = {e["manager"] for e in deployment["metadata"]["managedFields"]
+                  if "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})}
+        assert owners == {"modeldeploy-autoscaler"}
+        wait_for("Ready", lambda: _phase(cluster, namespace, "scaled") == "Ready", timeout=30)
+        events = items(cluster, "events", namespace,
+                       "--field-selector=involvedObject.name=scaled,reason=Phase")
+        steps = {e["message"] for e in events}
+        assert "ScaledToZero -> ScalingUp" in steps or "ScaledToZero -> Ready" in steps
+
+        # idle for the scale-down delay: back to zero
+        wait_for("zero replicas again", lambda: _replicas(cluster, namespace, "scaled") == 0,
+                 timeout=60)
+        wait_for("ScaledToZero again",
+                 lambda: _phase(cluster, namespace, "scaled") == "ScaledToZero", timeout=30)
+        metrics = gateway.metrics()
+        assert metrics['modeldeploy_gateway_scale_events_total{direction="up",model="scaled"}'] \
+            == 1
+        assert metrics['modeldeploy_gateway_scale_events_total{direction="down",'
+                       'model="scaled"}'] == 1
+
+        # Argo-style: the same manifest applied again changes nothing and writes nothing
+        time.sleep(2)
+
+        def versions() -> dict[str, str]:
+            found = {}
+            for kind in (MD, "deployments", "services", "pvc"):
+                for obj in items(cluster, kind, namespace):
+                    found[f"{kind}/{obj['metadata']['name']}"] = \
+                        obj["metadata"]["resourceVersion"]
+            return found
+
+        before, writes = versions(), operator.writes()
+        apply(cluster, namespace, doc)
+        time.sleep(5)
+        assert versions() == before
+        assert operator.writes() == writes
+        assert _replicas(cluster, namespace, "scaled") == 0
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        engine.stop()
+        operator.stop()
