@@ -4,6 +4,7 @@ streaming pass-through, retries before the first byte, scale from zero, keys, li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -336,7 +337,8 @@ class Gateway:
                 record["bytes"] = sent
                 return response
             complete = True
-            await response.write_eof()
+            with contextlib.suppress(ConnectionResetError, ClientConnectionError):
+                await response.write_eof()  # a client may hang up once it has the last event
         except (ConnectionResetError, ClientConnectionError) as err:
             ERRORS.labels(model.served_name, "client_disconnected").inc()
             record["error"] = "client_disconnected"
