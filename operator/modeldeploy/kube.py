@@ -59,8 +59,9 @@ class Kube:
 
     async def apply(self, obj: Obj, field_manager: str = FIELD_MANAGER) -> Obj:
         self._count("apply", obj["kind"])
-        applied = await self.client.apply(codecs.from_dict(obj), field_manager=field_manager,
-                                          force=True)
+        # a dict subclass is a lightkube generic object already (a partial apply)
+        resource: Any = codecs.from_dict(obj) if type(obj) is dict else obj
+        applied = await self.client.apply(resource, field_manager=field_manager, force=True)
         return _as_dict(applied)
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:

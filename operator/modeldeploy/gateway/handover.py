@@ -19,11 +19,21 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from lightkube.core.resource import NamespacedResourceG
+from lightkube.generic_resource import Generic, create_api_info
+
 from ..api import ModelDeploymentSpec
 from . import AUTOSCALER_FIELD_MANAGER
 
 Obj = dict[str, Any]
 OPERATOR_FIELD_MANAGER = "modeldeploy"
+
+
+class PartialDeployment(NamespacedResourceG, Generic):  # type: ignore[misc]
+    """A Deployment as a plain dict, for an apply of one field (the typed model insists on
+    selector and template)."""
+
+    _api_info = create_api_info("apps", "v1", "Deployment", "deployments")
 
 
 class Applier(Protocol):
@@ -50,9 +60,11 @@ def handover(spec: ModelDeploymentSpec, live: Obj) -> Obj | None:
     value = scaling.minReplicas if current is None else int(current)
     value = max(scaling.minReplicas, min(scaling.maxReplicas, value))
     meta = live["metadata"]
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-            "spec": {"replicas": value}}
+    partial: Obj = PartialDeployment.from_dict({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": value}})
+    return partial
 
 
 async def apply_autoscaled(kube: Applier, spec: ModelDeploymentSpec, desired: Obj,
