@@ -308,3 +308,48 @@ def test_scale_from_zero_and_back_without_drift(cluster: Cluster, crd: None, nam
             gateway.stop()
         engine.stop()
         operator.stop()
+
+
+def test_transformers_server_through_the_gateway(cluster: Cluster, crd: None, namespace: str,
+                                                 tmp_path: Path) -> None:
+    """The project's Transformers engine server, serving a tiny random DeepSeek-V2, behind the
+    gateway: the official client's chat, streamed chat and completions."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("fastapi")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "serve"))
+    from serve_harness import SERVED_NAME, start_server, stop_server
+
+    from modeldeploy.serve.tiny import build_model_folder
+
+    model_dir = tmp_path / "deepseek-v2-tiny"
+    build_model_folder(str(model_dir), shape="tiny", seed=0)
+    server = start_server(model_dir, tmp_path / "server.log", "--dtype", "float32",
+                          "--max-model-len", "512", "--max-batch-size", "4")
+    gateway = None
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        apply(cluster, namespace, model_deployment("tiny", servedModelName=SERVED_NAME))
+        apply(cluster, namespace, endpoint_slice("tiny", "tiny-a", "10.250.0.7"))
+        gateway = start_gateway(cluster.kubeconfig, tmp_path,
+                                f"--address-map=10.250.0.7:8000=127.0.0.1:{port}",
+                                namespace=namespace)
+        wait_for("the model in /v1/models", lambda: _ready_replicas(gateway, SERVED_NAME) == 1)
+        client = gateway.openai(timeout=120)
+        chat = client.chat.completions.create(
+            model=SERVED_NAME, max_tokens=8, messages=[{"role": "user", "content": "hello"}])
+        assert chat.model == SERVED_NAME and chat.usage.completion_tokens >= 1
+        pieces = [c.choices[0].delta.content for c in client.chat.completions.create(
+            model=SERVED_NAME, max_tokens=8, stream=True,
+            messages=[{"role": "user", "content": "hello"}]) if c.choices]
+        assert len(pieces) >= 2
+        completion = client.completions.create(model=SERVED_NAME, prompt="once", max_tokens=4)
+        assert completion.choices[0].finish_reason in ("length", "stop")
+        # the engine's own refusal comes through with its status
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model=SERVED_NAME, max_tokens=100000,
+                                           messages=[{"role": "user", "content": "x"}])
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        stop_server(server)
