@@ -199,6 +199,41 @@ def test_replica_killed_mid_stream_fails_that_stream_and_the_next_goes_elsewhere
     assert metrics.get('modeldeploy_gateway_retries_total{model="fake"}', 0) >= 1
 
 
+def test_prefix_affinity_keeps_a_prompt_prefix_on_one_replica(
+        cluster: Cluster, crd: None, namespace: str, tmp_path: Path,
+        engines: list[Process]) -> None:
+    apply(cluster, namespace, model_deployment("fake", replicas=2))
+    apply(cluster, namespace, model_deployment("idle", replicas=0))
+    for i, replica in enumerate(("a", "b")):
+        apply(cluster, namespace, endpoint_slice("fake", f"fake-{replica}", f"10.250.0.{i + 1}"))
+    mapping = [f"--address-map=10.250.0.{i + 1}:8000=127.0.0.1:{e.port}"
+               for i, e in enumerate(engines)]
+    gateway = start_gateway(cluster.kubeconfig, tmp_path, *mapping,
+                            "--prefix-affinity-chars", "64", namespace=namespace)
+    try:
+        wait_for("both replicas", lambda: _ready_replicas(gateway, "fake") == 2)
+        client = gateway.openai()
+        system = {"role": "system", "content": "You are the billing assistant of ACME. " * 4}
+        for question in ("one", "two", "three", "four", "five", "six"):
+            client.chat.completions.create(
+                model="fake", messages=[system, {"role": "user", "content": question}])
+        counts = sorted(engine_stats(e)["requests"] for e in engines)
+        assert counts == [0, 6]
+        for i in range(40):  # other prefixes spread over both
+            client.chat.completions.create(
+                model="fake", messages=[{"role": "user", "content": f"question {i}"}])
+        assert all(engine_stats(e)["requests"] >= 5 for e in engines)
+
+        # a model without autoscaling and no ready replica: 503 at once, OpenAI's shape
+        with pytest.raises(openai.APIStatusError) as unavailable:
+            client.chat.completions.create(model="idle",
+                                           messages=[{"role": "user", "content": "x"}])
+        assert unavailable.value.status_code == 503
+        assert unavailable.value.body["code"] == "no_ready_replica"
+    finally:
+        gateway.stop()
+
+
 def test_api_keys_limit_models(cluster: Cluster, crd: None, namespace: str, tmp_path: Path,
                                engines: list[Process]) -> None:
     apply(cluster, namespace, model_deployment("fake"))
