@@ -130,6 +130,9 @@ def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between autoscaler decisions")
     add("--no-autoscale", action="store_true",
         help="never scale (an HPA or KEDA sets the replicas); scale from zero stays on")
+    add("--peers-service", metavar="NAMESPACE/NAME",
+        help="the gateway's own Service: its ready endpoints count the gateway replicas, whose "
+             "share of the load the autoscaler scales this process's in-flight count by")
     add("--address-map", action="append", default=[], metavar="FROM=TO",
         help="connect to TO (HOST:PORT) for endpoint FROM (IP:PORT or *:PORT); for tests")
     add("--static-routes", type=Path, metavar="FILE",
@@ -171,7 +174,12 @@ def _gateway(args: argparse.Namespace) -> int:
             affinity_max_imbalance=args.affinity_max_imbalance,
             autoscale_interval=args.autoscale_interval, autoscale=not args.no_autoscale,
             api_keys_file=args.api_keys_file, address_map=parse_address_map(args.address_map),
-            access_log=not args.no_access_log, static_routes=args.static_routes)
+            access_log=not args.no_access_log, static_routes=args.static_routes,
+            peers_service=args.peers_service)
+        if args.peers_service is not None and not re.fullmatch(
+                r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?", args.peers_service):
+            raise UsageError(f"--peers-service {args.peers_service!r}: expected NAMESPACE/NAME "
+                             f"of a Service, e.g. modeldeploy-system/modeldeploy-gateway")
         # refuse bad files before listening
         if settings.api_keys_file is not None:
             load_api_keys(settings.api_keys_file)

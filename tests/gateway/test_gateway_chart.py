@@ -51,6 +51,8 @@ def test_cluster_wide_gateway(helm: Helm) -> None:
     args = _parser().parse_args(container["args"])
     assert args.command == "gateway" and args.namespace == [] and args.api_keys_file is None
     assert args.port == 8000 and args.metrics_port == 9090
+    assert args.peers_service == f"{NAMESPACE}/{GATEWAY}"  # the ClusterRole covers its slices
+    assert not [o for o in _all(objects, "Role") if o["metadata"]["name"].startswith(GATEWAY)]
     # no selector of the operator's objects picks the gateway's pods
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     for kind in ("Deployment", "Service", "NetworkPolicy"):
@@ -87,3 +89,13 @@ def test_gateway_values_are_checked(helm: Helm) -> None:
     assert result.returncode != 0 and "retries" in result.stderr
     result = _helm(helm, "template", "md", str(CHART), "--set", "gateway.typo=1")
     assert result.returncode != 0 and "typo" in result.stderr
+
+
+def test_namespaced_autoscaling_gateway_may_count_its_peers(helm: Helm) -> None:
+    objects = _render(helm, "--set", "gateway.enabled=true", "--set",
+                      "gateway.namespaces={team-a}")
+    peers = _one(objects, "Role", f"{GATEWAY}-peers", NAMESPACE)
+    assert peers["rules"] == [{"apiGroups": ["discovery.k8s.io"],
+                               "resources": ["endpointslices"], "verbs": ["list", "watch"]}]
+    binding = _one(objects, "RoleBinding", f"{GATEWAY}-peers", NAMESPACE)
+    assert binding["subjects"][0]["name"] == GATEWAY

@@ -22,7 +22,7 @@ from modeldeploy.gateway.config import (
     parse_address_map,
 )
 from modeldeploy.gateway.handover import handover, replicas_owners
-from modeldeploy.gateway.registry import Registry, ready_addresses, served_name
+from modeldeploy.gateway.registry import Peers, Registry, ready_addresses, served_name
 from modeldeploy.gateway.status import desired_replicas, scaling_phase
 from modeldeploy.observe import Observed, assess
 from modeldeploy.plan import make_plan
@@ -265,3 +265,14 @@ def test_address_map_and_static_routes(tmp_path: Path) -> None:
     routes.write_text("models: [{name: m, endpoints: [nope]}]")
     with pytest.raises(GatewayConfigError, match="HOST:PORT"):
         load_static_routes(routes)
+
+
+def test_peers_count_the_gateways_ready_endpoints() -> None:
+    peers = Peers()
+    assert peers.count() == 1
+    peers.replace([eps("gw", "gw-1", {"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]},
+                       {"addresses": ["10.0.0.3"], "conditions": {"ready": False}}),
+                   eps("gw", "gw-2", {"addresses": ["10.0.0.4"]})])
+    assert peers.count() == 3
+    peers.drop({"metadata": {"name": "gw-1", "namespace": "llm"}})
+    assert peers.count() == 1

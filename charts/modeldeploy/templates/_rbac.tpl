@@ -63,3 +63,11 @@ ClusterRole in cluster-wide mode).
   resources: ["deployments/scale"]
   verbs: ["get", "patch"]
 {{- end }}
+
+{{/* "modeldeploy.gatewayPeerRules": in the release namespace, the gateway counts its own
+     replicas from its Service's EndpointSlices (the autoscaler's share of the load). */}}
+{{- define "modeldeploy.gatewayPeerRules" -}}
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{- end }}

@@ -34,6 +34,7 @@ class Settings:
     address_map: dict[str, str] = field(default_factory=dict)
     access_log: bool = True
     static_routes: Path | None = None
+    peers_service: str | None = None  # "namespace/name" of the gateway's own Service
 
 
 def load_static_routes(path: Path) -> dict[str, list[str]]:

@@ -10,13 +10,14 @@ import sys
 
 from aiohttp import web
 from lightkube import AsyncClient
+from lightkube.resources.discovery_v1 import EndpointSlice
 from prometheus_client import start_http_server
 
 from .autoscale import Autoscaler
 from .config import ApiKeys, Settings, load_static_routes
-from .kubewatch import KubeScale, reflectors
+from .kubewatch import KubeScale, Reflector, reflectors
 from .metrics import SCALE_UPS
-from .registry import Model, Registry
+from .registry import SERVICE_NAME_LABEL, Model, Peers, Registry
 from .server import Gateway
 
 log = logging.getLogger("modeldeploy.gateway")
@@ -54,7 +55,18 @@ async def serve(settings: Settings) -> None:
         watches = reflectors(client, settings.namespaces, registry)
         gateway = Gateway(settings, registry, api_keys=api_keys,
                           ready=lambda: all(w.synced.is_set() for w in watches))
-        autoscaler = Autoscaler(registry, KubeScale(client), gateway.model_in_flight,
+        in_flight = gateway.model_in_flight
+        if settings.peers_service:
+            peers = Peers()
+            namespace, _, service = settings.peers_service.partition("/")
+            watches.append(Reflector(client, EndpointSlice, [namespace], peers.replace,
+                                     peers.put, peers.drop,
+                                     labels={SERVICE_NAME_LABEL: service}))
+
+            def in_flight(model: Model) -> int:
+                return gateway.model_in_flight(model) * peers.count()
+
+        autoscaler = Autoscaler(registry, KubeScale(client), in_flight,
                                 interval=settings.autoscale_interval, on_scale=_on_scale)
         gateway.autoscaler = autoscaler
         tasks = [asyncio.create_task(w.run(), name="watch") for w in watches]

@@ -189,3 +189,28 @@ class Registry:
         if self._changed is None:
             self._changed = asyncio.Event()
         return self._changed
+
+
+@dataclass
+class Peers:
+    """The ready replicas of the gateway's own Service (from its EndpointSlices): each one sees
+    about 1/N of the requests, so the autoscaler scales this process's in-flight count by N."""
+
+    _slices: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def replace(self, slices: list[Obj]) -> None:
+        self._slices = {}
+        for s in slices:
+            self.put(s)
+
+    def put(self, endpoint_slice: Obj) -> None:
+        meta = endpoint_slice["metadata"]
+        self._slices[(meta["namespace"], meta["name"])] = len(ready_addresses(endpoint_slice))
+
+    def drop(self, endpoint_slice: Obj) -> None:
+        meta = endpoint_slice["metadata"]
+        self._slices.pop((meta["namespace"], meta["name"]), None)
+
+    def count(self) -> int:
+        """At least 1 (this process, before its own endpoint is ready)."""
+        return max(1, sum(self._slices.values()))
