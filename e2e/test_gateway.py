@@ -275,6 +275,24 @@ def _replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
     return None if deployment is None else int(deployment["spec"].get("replicas", -1))
 
 
+CHART = Path(__file__).resolve().parent.parent / "charts" / "modeldeploy"
+CHART_GATEWAY = "md-modeldeploy-gateway"  # the gateway's full name for release "md"
+
+
+def _chart_gateway_account(cluster: Cluster, namespace: str) -> Path:
+    """The chart's ServiceAccount and RBAC for a gateway serving ``namespace`` (released into
+    it), applied; returns a kubeconfig with that ServiceAccount's token."""
+    rendered = cluster.helm(
+        "template", "md", str(CHART), "--namespace", namespace, "--set", "gateway.enabled=true",
+        "--set", f"gateway.namespaces={{{namespace}}}",
+        "--show-only", "templates/gateway-serviceaccount.yaml",
+        "--show-only", "templates/gateway-rbac.yaml").stdout
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
+    assert kinds == ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
+    return cluster.service_account_kubeconfig(namespace, CHART_GATEWAY)
+
+
 def test_scale_from_zero_and_back_without_drift(cluster: Cluster, crd: None, namespace: str,
                                                  tmp_path: Path) -> None:
     operator = OperatorProcess(cluster, namespace, tmp_path).start()
@@ -290,10 +308,13 @@ def test_scale_from_zero_and_back_without_drift(cluster: Cluster, crd: None, nam
         assert _replicas(cluster, namespace, "scaled") == 0
         assert items(cluster, "pods", namespace, "-l", "modeldeploy.dev/deployment=scaled") == []
 
+        # the gateway runs with exactly the chart's RBAC for it (its ServiceAccount's token);
         # every pod IP of the engine's port is this local engine
-        gateway = start_gateway(cluster.kubeconfig, tmp_path,
+        gateway = start_gateway(_chart_gateway_account(cluster, namespace), tmp_path,
                                 f"--address-map=*:8000=127.0.0.1:{engine.port}",
-                                "--scale-up-timeout", "60", namespace=namespace)
+                                "--scale-up-timeout", "60",
+                                f"--peers-service={namespace}/{CHART_GATEWAY}",
+                                namespace=namespace)
         answer = gateway.openai(timeout=90).chat.completions.create(
             model="scaled", messages=[{"role": "user", "content": "wake up"}])
         assert answer.choices[0].message.content.startswith("tok0")
@@ -338,6 +359,7 @@ def test_scale_from_zero_and_back_without_drift(cluster: Cluster, crd: None, nam
         assert versions() == before
         assert operator.writes() == writes
         assert _replicas(cluster, namespace, "scaled") == 0
+        assert "forbidden" not in gateway.log().lower()
     finally:
         if gateway is not None:
             gateway.stop()
