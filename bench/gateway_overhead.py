@@ -16,6 +16,7 @@ Client, gateway and backend share this machine's cores: the ratio is that of thi
 
     python bench/gateway_overhead.py                       # 1, 16, 256 streams, 2 rounds
     python bench/gateway_overhead.py --concurrency 1 16 --seconds 3 --rounds 1
+    python bench/gateway_overhead.py --chunk-delay 0.02     # events at an engine's token pace
 """
 
 from __future__ import annotations
@@ -152,10 +153,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 256])
     parser.add_argument("--seconds", type=float, default=5.0, help="per level and path")
     parser.add_argument("--chunks", type=int, default=8, help="events per streamed answer")
+    parser.add_argument("--chunk-delay", type=float, default=0.0,
+                        help="seconds the backend waits before each event (0: pure overhead; "
+                             "e.g. 0.02 for an engine's token pace)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    body = json.dumps({"model": "fake", "stream": True,
+    body = json.dumps({"model": "fake", "stream": True, "chunk_delay": args.chunk_delay,
                        "messages": [{"role": "user", "content": "hello " * 20}]}).encode()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -173,8 +177,8 @@ def main() -> None:
             gateway.wait_http("/readyz")
             for round_no in range(1, args.rounds + 1):
                 print(f"\nround {round_no}: {args.seconds:g}s per level and path, "
-                      f"{args.chunks} events per stream, {os.cpu_count()} CPUs shared by "
-                      f"client, gateway and backend")
+                      f"{args.chunks} events per stream {args.chunk_delay * 1000:g} ms apart, "
+                      f"{os.cpu_count()} CPUs shared by client, gateway and backend")
                 results = [run_level(backend, gateway, c, args.seconds, body)
                            for c in args.concurrency]
                 print_table(results)
