@@ -410,3 +410,12 @@ def test_transformers_server_through_the_gateway(cluster: Cluster, crd: None, na
         if gateway is not None:
             gateway.stop()
         stop_server(server)
+
+
+def test_the_crd_refuses_min_replicas_above_max(cluster: Cluster, crd: None,
+                                                namespace: str) -> None:
+    doc = model_deployment("bad", autoscaling={"minReplicas": 3, "maxReplicas": 2})
+    refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc),
+                              check=False)
+    assert refused.returncode != 0
+    assert "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" in refused.stderr
