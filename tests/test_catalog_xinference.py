@@ -8,9 +8,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from modeldeploy.api import PlanError
 
-from modeldeploy.api import Engine, Hub, ModelDeploymentSpec, ModelFormat
+from modeldeploy.api import Engine, Hub, ModelDeploymentSpec, ModelFormat, PlanError
 from modeldeploy.catalog import Catalog, CatalogError, Family, builtin_catalog, load_catalog
 from modeldeploy.catalog.xinference import engines_for_architectures, parse_size
 from modeldeploy.config import OperatorConfig

@@ -212,3 +212,26 @@ def test_unschedulable_replicas_say_the_schedulers_words(plan: Plan) -> None:
     assert decision.actions == []
     assert conditions(decision)["Available"] == ("False", "Unschedulable")
     assert decision.status is not None and decision.status["phase"] == "Pending"
+
+
+def test_an_autoscaled_deployment_is_created_at_min_and_its_replicas_handed_over(
+        catalog: Catalog, config: OperatorConfig) -> None:
+    spec = ModelDeploymentSpec.model_validate({
+        "model": "deepseek-v2-chat", "sizeInBillions": 16,
+        "autoscaling": {"minReplicas": 0, "maxReplicas": 2}})
+    plan = make_plan("md", "llm", spec, catalog, config)
+    snap = Snapshot(claim=bound_claim(plan, complete=True))
+    created, handed = decide(body(), plan, snap, [ME], NOW).actions[:2]
+    assert isinstance(created, Apply) and isinstance(handed, Apply)
+    assert created.obj["spec"]["replicas"] == 0 and created.field_manager is None
+    assert handed.obj["spec"] == {"replicas": 0}
+    assert (handed.field_manager, handed.partial) == ("modeldeploy-autoscaler", True)
+    # once the scaler co-owns the replicas, the operator's apply leaves them out
+    deploy, svc = serving(plan, ready=0)
+    deploy["spec"]["replicas"] = 0
+    deploy["metadata"]["managedFields"] = [
+        {"manager": "modeldeploy-autoscaler", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    settled = decide(body(), plan, Snapshot(claim=snap.claim, deployment=deploy, service=svc),
+                     [ME], NOW)
+    assert settled.actions == []
+    assert settled.status is not None and settled.status["phase"] == "ScaledToZero"

@@ -11,9 +11,12 @@ Obj = dict[str, Any]
 
 @dataclass(frozen=True)
 class Apply:
-    """Server-side apply of ``obj`` (field manager ``modeldeploy``)."""
+    """Server-side apply of ``obj`` (field manager ``modeldeploy`` unless another is named;
+    ``partial``: an apply of a few fields of an object, not the whole of it)."""
 
     obj: Obj
+    field_manager: str | None = None
+    partial: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -1,4 +1,4 @@
-"""`modeldeploy run | render | crd | catalog`."""
+"""`modeldeploy run | render | crd | catalog | gateway`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     crd = sub.add_parser("crd", help="print the ModelDeployment CRD")
     crd.set_defaults(func=lambda _a: print(crd_yaml(), end="") or 0)
 
+    gateway = sub.add_parser("gateway", help="run the OpenAI gateway for every model")
+    _gateway_arguments(gateway)
+    gateway.set_defaults(func=_gateway)
+
     cat = sub.add_parser("catalog", help="list or show catalog models")
     cat.add_argument("--catalog", type=Path, action="append", default=[], help=CATALOG_HELP)
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
@@ -136,6 +140,97 @@ def _positive(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
     return number
+
+
+def _gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--namespace", "-n", action="append", default=[],
+        help="serve the ModelDeployments of this namespace (repeatable; default: all)")
+    add("--host", default="0.0.0.0", help="listen address (default: 0.0.0.0)")
+    add("--port", type=int, default=8000, help="listen port (default: 8000)")
+    add("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
+    add("--api-keys-file", type=Path,
+        help="YAML file of API keys, e.g. a mounted Secret: "
+             "'keys: [{name: team-a, key: ..., models: [...]}]' (default: no keys required)")
+    add("--max-body-bytes", type=int, default=10 * 1024 * 1024,
+        help="largest request body (default: 10 MiB)")
+    add("--connect-timeout", type=float, default=5.0, help="seconds to connect to a replica")
+    add("--read-timeout", type=float, default=300.0,
+        help="seconds a replica may stay silent (before the first byte and between chunks)")
+    add("--request-timeout", type=float, default=3600.0, help="seconds for a whole request")
+    add("--scale-up-timeout", type=float, default=600.0,
+        help="seconds a request waits for a replica of a model scaled to zero")
+    add("--retries", type=int, default=2,
+        help="other replicas tried after a connection failure before the first byte")
+    add("--prefix-affinity-chars", type=int, default=0,
+        help="route the same first N prompt characters to the same replica (0: off)")
+    add("--affinity-max-imbalance", type=int, default=4,
+        help="prefix affinity gives way once its replica has this many more in-flight "
+             "requests than the least busy one")
+    add("--autoscale-interval", type=float, default=1.0,
+        help="seconds between autoscaler decisions")
+    add("--no-autoscale", action="store_true",
+        help="never scale (an HPA or KEDA sets the replicas); scale from zero stays on")
+    add("--peers-service", metavar="NAMESPACE/NAME",
+        help="the gateway's own Service: its ready endpoints count the gateway replicas, whose "
+             "share of the load the autoscaler scales this process's in-flight count by")
+    add("--address-map", action="append", default=[], metavar="FROM=TO",
+        help="connect to TO (HOST:PORT) for endpoint FROM (IP:PORT or *:PORT); for tests")
+    add("--static-routes", type=Path, metavar="FILE",
+        help="serve the models of this YAML file ('models: [{name: N, endpoints: "
+             "[HOST:PORT]}]') instead of watching a cluster (local runs, benchmarks)")
+    add("--no-access-log", action="store_true", help="no JSON access log lines on stdout")
+    add("--log-level", choices=["debug", "info", "warning"], default="info")
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from .gateway.config import (
+        GatewayConfigError,
+        Settings,
+        load_api_keys,
+        load_static_routes,
+        parse_address_map,
+    )
+
+    numbers = {"--port": args.port, "--max-body-bytes": args.max_body_bytes,
+               "--connect-timeout": args.connect_timeout, "--read-timeout": args.read_timeout,
+               "--request-timeout": args.request_timeout,
+               "--scale-up-timeout": args.scale_up_timeout,
+               "--autoscale-interval": args.autoscale_interval}
+    for flag, value in numbers.items():
+        if value <= 0:
+            raise UsageError(f"{flag} must be greater than 0, got {value}")
+    for flag, value in {"--metrics-port": args.metrics_port, "--retries": args.retries,
+                        "--prefix-affinity-chars": args.prefix_affinity_chars,
+                        "--affinity-max-imbalance": args.affinity_max_imbalance}.items():
+        if value < 0:
+            raise UsageError(f"{flag} must be 0 or more, got {value}")
+    try:
+        settings = Settings(
+            host=args.host, port=args.port, metrics_port=args.metrics_port,
+            namespaces=args.namespace, body_limit=args.max_body_bytes,
+            connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+            request_timeout=args.request_timeout, scale_up_timeout=args.scale_up_timeout,
+            retries=args.retries, prefix_affinity_chars=args.prefix_affinity_chars,
+            affinity_max_imbalance=args.affinity_max_imbalance,
+            autoscale_interval=args.autoscale_interval, autoscale=not args.no_autoscale,
+            api_keys_file=args.api_keys_file, address_map=parse_address_map(args.address_map),
+            access_log=not args.no_access_log, static_routes=args.static_routes,
+            peers_service=args.peers_service)
+        if args.peers_service is not None and not re.fullmatch(
+                r"[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?", args.peers_service):
+            raise UsageError(f"--peers-service {args.peers_service!r}: expected NAMESPACE/NAME "
+                             f"of a Service, e.g. modeldeploy-system/modeldeploy-gateway")
+        # refuse bad files before listening
+        if settings.api_keys_file is not None:
+            load_api_keys(settings.api_keys_file)
+        if settings.static_routes is not None:
+            load_static_routes(settings.static_routes)
+    except GatewayConfigError as err:
+        raise UsageError(str(err)) from err
+    from .gateway.main import run_gateway  # the gateway's dependencies load only here
+
+    return run_gateway(settings, args.log_level)
 
 
 def _read_documents(path: Path) -> list[dict[str, Any]]:

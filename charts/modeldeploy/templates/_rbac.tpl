@@ -48,3 +48,26 @@ ClusterRole in cluster-wide mode).
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/* "modeldeploy.gatewayRules": the gateway (templates/gateway-rbac.yaml) watches
+     ModelDeployments and EndpointSlices and sets Deployments' replicas through the scale
+     subresource; it reads no Secret (its API keys are a mounted file) and writes no spec. */}}
+{{- define "modeldeploy.gatewayRules" -}}
+- apiGroups: ["modeldeploy.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["list", "watch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "patch"]
+{{- end }}
+
+{{/* "modeldeploy.gatewayPeerRules": in the release namespace, the gateway counts its own
+     replicas from its Service's EndpointSlices (the autoscaler's share of the load). */}}
+{{- define "modeldeploy.gatewayPeerRules" -}}
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{- end }}

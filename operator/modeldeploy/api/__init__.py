@@ -17,6 +17,7 @@ from .spec import (
     NAME_PATTERN,
     NAME_RULE_MESSAGE,
     AccessMode,
+    AutoscalingSpec,
     CacheSpec,
     Condition,
     ConditionStatus,
@@ -36,6 +37,7 @@ from .spec import (
 __all__ = [
     "AVAILABLE", "CACHE_READY", "CONDITION_TYPES", "DEGRADED", "ENGINE_PREFERENCE",
     "NAME_MAX_LENGTH", "NAME_PATTERN", "NAME_RULE_MESSAGE", "RESOLVED", "AccessMode",
+    "AutoscalingSpec",
     "CacheSpec", "Condition", "ConditionStatus", "Engine", "EnvVar", "GPUSpec", "Hub",
     "ModelDeploymentSpec", "ModelDeploymentStatus", "ModelFormat", "Phase", "PlanError",
     "Reason", "ResolvedPlan", "RetainPolicy", "Toleration", "Why",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -63,6 +63,8 @@ class Phase(StrEnum):
     READY = "Ready"
     FAILED = "Failed"
     INVALID = "Invalid"
+    SCALED_TO_ZERO = "ScaledToZero"
+    SCALING_UP = "ScalingUp"
 
 
 class _Model(BaseModel):
@@ -171,6 +173,36 @@ class ResourcesSpec(_Model):
     limits: ResourceList | None = None
 
 
+class AutoscalingSpec(_Model):
+    """Replicas set by the gateway's autoscaler (or your own HPA/KEDA) instead of `replicas`."""
+
+    minReplicas: int = Field(
+        default=1, ge=0, le=1000,
+        description="Fewest replicas; 0 scales to zero when idle (a request starts one).")
+    maxReplicas: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+    targetInFlightPerReplica: int = Field(
+        default=8, ge=1, le=100000,
+        description="In-flight requests per replica the autoscaler aims for.")
+    scaleDownDelaySeconds: int = Field(
+        default=300, ge=0, le=86400,
+        description="How long the load must stay low before replicas are removed.")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "self.minReplicas <= self.maxReplicas",
+            "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        }]},
+    )
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> AutoscalingSpec:
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError(f"autoscaling.minReplicas ({self.minReplicas}) must not exceed "
+                             f"autoscaling.maxReplicas ({self.maxReplicas})")
+        return self
+
+
 class ModelDeploymentSpec(_Model):
     """What to serve, named by the catalog's coordinates."""
 
@@ -187,7 +219,12 @@ class ModelDeploymentSpec(_Model):
     engine: Engine | None = Field(
         default=None, description="Serving engine. Left out: the fastest the catalog allows "
                                   "(vllm, then sglang, then transformers).")
-    replicas: int = Field(default=1, ge=0, le=1000, description="Serving replicas.")
+    replicas: int = Field(default=1, ge=0, le=1000,
+                          description="Serving replicas (ignored when autoscaling is set).")
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Let the gateway's autoscaler (or an HPA) set the replicas: the operator "
+                    "then leaves the Deployment's replicas alone.")
     hub: Hub = Field(default=Hub.HUGGINGFACE, description="Where the weights are downloaded from.")
     revision: str | None = Field(
         default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._/-]+$",

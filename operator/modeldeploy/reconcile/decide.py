@@ -24,6 +24,8 @@ from ..api import (
 )
 from ..cache.decide import cache_actions, cleanup_actions, is_complete, prune_actions
 from ..cache.objects import cache_claim
+from ..gateway.handover import autoscaled_actions
+from ..gateway.status import desired_replicas, scaling_phase
 from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
@@ -63,13 +65,18 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     complete = is_complete(plan, snap.claim, snap.job)
     actions = cache_actions(plan, owners, complete, snap.claim, snap.job)
     if complete:
-        actions += apply_if_differs(deployment(plan, owners.controller), snap.deployment)
+        wanted = deployment(plan, owners.controller)
+        autoscaled = autoscaled_actions(plan.spec, wanted, snap.deployment)
+        actions += apply_if_differs(wanted, snap.deployment) if autoscaled is None \
+            else autoscaled
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
     actions += cleanup_actions(plan, complete, snap.job)
     actions += prune_actions(me, plan.cache.claim_name, snap.owned)
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
-    status, events = _status(body, old, plan, assess(snap, complete, plan.spec.replicas), now)
+    replicas = desired_replicas(plan.spec, snap.deployment)
+    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas))
+    status, events = _status(body, old, plan, assessment, now)
     return Decision(actions, status, events)
 
 

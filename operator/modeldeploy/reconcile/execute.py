@@ -12,7 +12,8 @@ Written = tuple[str, str, str, Obj | None]  # kind, namespace, name, the object 
 
 
 class Writer(Protocol):
-    async def apply(self, obj: Obj) -> Obj: ...
+    async def apply(self, obj: Obj, field_manager: str | None = None,
+                    partial: bool = False) -> Obj: ...
 
     async def delete(self, kind: str, namespace: str, name: str) -> None: ...
 
@@ -25,7 +26,7 @@ async def execute(kube: Writer, actions: list[Action]) -> list[Written]:
     for action in actions:
         kind, namespace, name = action.key
         if isinstance(action, Apply):
-            applied = await kube.apply(action.obj)
+            applied = await kube.apply(action.obj, action.field_manager, action.partial)
             written.append((kind, namespace, name, applied))
         else:
             await kube.delete(kind, namespace, name)

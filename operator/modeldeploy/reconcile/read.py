@@ -47,9 +47,15 @@ class Snapshot:
 
 
 def trim(kind: str, body: Obj) -> Obj:
-    """What decisions read of an object: managedFields never, of a pod only its identity,
-    node and status (a pod's spec is the template the operator rendered)."""
+    """What decisions read of an object: of managedFields only who owns a Deployment's
+    replicas, of a pod only its identity, node and status (its spec is the template the
+    operator rendered)."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    if kind == DEPLOYMENT:  # who owns the replicas (an autoscaled one hands them over)
+        meta["managedFields"] = [
+            {"manager": entry.get("manager"), "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+            for entry in (body.get("metadata") or {}).get("managedFields") or []
+            if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})]
     if kind == POD:
         keep = ("name", "namespace", "uid", "labels", "deletionTimestamp")
         return {"metadata": {k: meta[k] for k in keep if k in meta},

@@ -126,7 +126,9 @@ def deployment(plan: Plan, owner: Obj | None) -> Obj:
         "metadata": metadata(plan.name, plan.namespace, {**common_labels("engine"), **selector},
                              [owner] if owner else []),
         "spec": {
-            "replicas": plan.spec.replicas,
+            # With autoscaling the replicas belong to the scaler (gateway/handover.py says how
+            # the field is handed over at creation): the operator's apply leaves them out.
+            **({} if plan.spec.autoscaling else {"replicas": plan.spec.replicas}),
             "selector": {"matchLabels": selector},
             # GPUs are scarce: replace pods one at a time rather than surge past the quota.
             "strategy": {"type": "RollingUpdate",

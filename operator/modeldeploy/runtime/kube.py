@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient, codecs
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.core.resource import NamespacedResourceG
+from lightkube.generic_resource import Generic, create_api_info, create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Service
@@ -28,6 +29,15 @@ KINDS: dict[str, Any] = {
     "Pod": Pod,
     "Event": Event,
 }
+
+class _PartialDeployment(NamespacedResourceG, Generic):  # type: ignore[misc]
+    """A Deployment as a plain dict, for an apply of a few of its fields."""
+
+    _api_info = create_api_info("apps", "v1", "Deployment", "deployments")
+
+
+_PARTIAL: dict[str, Any] = {"Deployment": _PartialDeployment}
+
 
 class Kube:
     def __init__(self, client: AsyncClient | None = None) -> None:
@@ -55,9 +65,12 @@ class Kube:
                                  fields=field_selectors)
         return [_as_dict(o) async for o in found]
 
-    async def apply(self, obj: Obj) -> Obj:
+    async def apply(self, obj: Obj, field_manager: str | None = None,
+                    partial: bool = False) -> Obj:
         self._count("apply", obj["kind"])
-        applied = await self.client.apply(codecs.from_dict(obj), field_manager=FIELD_MANAGER,
+        # a partial apply names a few fields: the typed models insist on whole objects
+        resource: Any = _PARTIAL[obj["kind"]].from_dict(obj) if partial else codecs.from_dict(obj)
+        applied = await self.client.apply(resource, field_manager=field_manager or FIELD_MANAGER,
                                           force=True)
         return _as_dict(applied)
 
