@@ -14,6 +14,7 @@ from typing import Any
 from .api import Hub
 from .config import OperatorConfig
 from .engines import ENGINE_PORT, engine_module
+from .engines.base import HOME_DIR, OPERATOR_ENV
 from .labels import (
     CACHE_LABEL,
     HUB_ANNOTATION,
@@ -36,7 +37,6 @@ MARKER_FILE = ".modeldeploy-complete"
 DOWNLOAD_EXCLUDES = ("original/*", "consolidated*", "*.gguf")
 LOADER_UID = 1000
 ENGINE_UID = 1000
-HOME_DIR = "/home/engine"
 
 # Model load takes minutes (tens of GiB) to an hour (hundreds); this bounds the startup probe.
 STARTUP_BASE_SECONDS = 600
@@ -193,8 +193,7 @@ def _restricted_container(read_only_root: bool) -> Obj:
 
 def _engine_env(plan: Plan) -> list[Obj]:
     module = engine_module(plan.engine)
-    base = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": f"{HOME_DIR}/hf",
-            "HOME": HOME_DIR, **module.env(plan)}
+    base = {**{name: value for name, (value, _) in OPERATOR_ENV.items()}, **module.env(plan)}
     user = {e.name for e in plan.spec.env}
     env: list[Obj] = [{"name": k, "value": v} for k, v in base.items() if k not in user]
     for var in plan.spec.env:

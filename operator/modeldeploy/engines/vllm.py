@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..api import Engine
 from .base import ENGINE_PORT, EngineModule
+from .flags import FlagSyntax
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -37,4 +38,6 @@ class VLLM(EngineModule):
 
 
 MODULE = VLLM(engine=Engine.VLLM, tensor_parallel=True, managed_flags=MANAGED,
+              # FlexibleArgumentParser: `--max_model_len` is `--max-model-len`
+              flag_syntax=FlagSyntax(underscores_are_dashes=True),
               extra_env={"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
