@@ -86,6 +86,15 @@ setup_sglang() {
 want=("$@")
 [[ ${#want[@]} -gt 0 ]] || want=(vllm sglang)
 
+# ENGINE DISTRIBUTION VERSION VENV, one line per engine (fails here if the pins cannot be read)
+pins=$(PYTHONPATH=operator "$PYTHON" tests/contract/pins.py)
+for engine in "${want[@]}"; do
+  if ! grep -q "^$engine " <<< "$pins"; then
+    echo "setup-engines: unknown engine '$engine'; known: $(cut -d' ' -f1 <<< "$pins" | xargs)" >&2
+    exit 2
+  fi
+done
+
 while read -r engine dist version venv; do
   [[ " ${want[*]} " == *" $engine "* ]] || continue
   key=$(stamp "$dist" "$version")
@@ -97,4 +106,4 @@ while read -r engine dist version venv; do
   "setup_$engine" "$dist" "$version" "$venv"
   printf '%s' "$key" > "$venv/.complete"
   log "$engine: $dist $version installed ($(du -sh "$venv" | cut -f1))"
-done < <(PYTHONPATH=operator "$PYTHON" tests/contract/pins.py)
+done <<< "$pins"
