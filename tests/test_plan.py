@@ -131,7 +131,8 @@ REFUSALS = [
      Reason.INVALID_ENGINE_ARGS, "engineArgs may not set --port for vllm"),
     ({"model": "deepseek-v2-chat", "sizeInBillions": 16, "engine": "sglang",
       "engineArgs": ["--tp", "2"]}, Reason.INVALID_ENGINE_ARGS,
-     "may not set --tp for sglang: the operator sets it from spec.gpu.count"),
+     "may not set --tp (the engine reads it as --tp-size) for sglang: the operator sets it "
+     "from spec.gpu.count"),
     ({"model": "deepseek-v2-chat", "sizeInBillions": 16, "maxModelLen": 200000},
      Reason.INVALID_MAX_MODEL_LEN, "maxModelLen 200000 exceeds deepseek-v2-chat's context "
                                    "length 128000"),

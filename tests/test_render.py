@@ -83,7 +83,7 @@ def test_sglang_flags(catalog: Catalog, config: OperatorConfig) -> None:
     command = engine_command(render(make(catalog, config, model="deepseek-v2-chat",
                                          sizeInBillions=236, engine="sglang")))
     assert command[:3] == ["python3", "-m", "sglang.launch_server"]
-    assert flag(command, "--tp") == "8"
+    assert flag(command, "--tp-size") == "8"
     assert flag(command, "--model-path") == "/models/weights"
     assert (flag(command, "--host"), flag(command, "--port")) == ("0.0.0.0", "8000")
     assert "--enable-metrics" in command and "--trust-remote-code" in command

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .api import AccessMode, Toleration
 
 DEFAULT_IMAGES = {
-    "vllm": "vllm/vllm-openai:v0.11.0",
-    "sglang": "lmsysorg/sglang:v0.5.3-cu126",
+    "vllm": "vllm/vllm-openai:v0.32.0",
+    "sglang": "lmsysorg/sglang:v0.5.23",
     "transformers": "ghcr.io/modeldeploy/transformers:0.1.0",
     "transformers-vl2": "ghcr.io/modeldeploy/transformers-vl2:0.1.0",
 }

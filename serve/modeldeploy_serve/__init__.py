@@ -13,4 +13,5 @@ itself import without it.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+__version__ = "0.1.0"
+__all__ = ["__version__"]

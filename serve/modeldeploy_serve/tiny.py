@@ -94,7 +94,14 @@ DEEPSEEK_V2_LITE: dict[str, Any] = {
     "tie_word_embeddings": False,
 }
 
-SHAPES = {"tiny": TINY, "deepseek-v2-lite": DEEPSEEK_V2_LITE}
+# The tiny sizes with DeepSeek-V2's real attention dimensions (multi-head latent attention) and
+# context: vLLM's CPU MLA kernel refuses other head dimensions ("Head dimension 96 is not
+# supported by MLA"), and an engine refuses a --max-model-len past the model's positions.
+TINY_MLA: dict[str, Any] = {**TINY, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+                            "qk_rope_head_dim": 64, "v_head_dim": 128,
+                            "max_position_embeddings": 163840}
+
+SHAPES = {"tiny": TINY, "tiny-mla": TINY_MLA, "deepseek-v2-lite": DEEPSEEK_V2_LITE}
 
 
 def train_tokenizer(vocab_size: int = 1024) -> Any:

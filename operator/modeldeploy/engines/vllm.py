@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..api import Engine
 from .base import ENGINE_PORT, EngineInput, EngineModule
+from .flags import FlagSyntax
 
 MANAGED = {
     "--model": "spec.model (the weights are mounted from the cache)",
@@ -33,4 +34,6 @@ class VLLM(EngineModule):
 
 
 MODULE = VLLM(engine=Engine.VLLM, tensor_parallel=True, managed_flags=MANAGED,
+              # FlexibleArgumentParser: `--max_model_len` is `--max-model-len`
+              flag_syntax=FlagSyntax(underscores_are_dashes=True),
               extra_env={"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})

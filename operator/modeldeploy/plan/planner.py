@@ -115,6 +115,7 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
     assert rule is not None  # _engine only returns engines the family has a rule for
     module = engine_module(engine)
     module.check_engine_args(spec.engineArgs)
+    module.check_env([e.name for e in spec.env])
     hub = spec.hub
     source = cat_spec.sources.get(hub)
     if source is None:

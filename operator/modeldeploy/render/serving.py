@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engines import ENGINE_PORT, engine_module
+from ..engines.base import HOME_DIR, OPERATOR_ENV
 from ..labels import common_labels, serving_labels
 from ..objects import metadata, pod_metadata, pod_security, restricted_container
 from ..plan import CACHE_MOUNT, Plan
@@ -13,7 +14,6 @@ from ..plan import CACHE_MOUNT, Plan
 Obj = dict[str, Any]
 
 ENGINE_UID = 1000
-HOME_DIR = "/home/engine"
 
 # Model load takes minutes (tens of GiB) to an hour (hundreds); this bounds the startup probe.
 STARTUP_BASE_SECONDS = 600
@@ -22,8 +22,8 @@ STARTUP_SECONDS_PER_GIB = 8
 
 def _engine_env(plan: Plan) -> list[Obj]:
     module = engine_module(plan.engine)
-    base = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": f"{HOME_DIR}/hf",
-            "HOME": HOME_DIR, **module.env(plan.engine_input)}
+    base = {**{name: value for name, (value, _) in OPERATOR_ENV.items()},
+            **module.env(plan.engine_input)}
     user = {e.name for e in plan.spec.env}
     env: list[Obj] = [{"name": k, "value": v} for k, v in base.items() if k not in user]
     for var in plan.spec.env:
