@@ -376,7 +376,6 @@ def test_transformers_server_through_the_gateway(cluster: Cluster, crd: None, na
     pytest.importorskip("fastapi")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "serve"))
     from modeldeploy_serve.tiny import build_model_folder
-
     from serve_harness import SERVED_NAME, start_server, stop_server
 
     model_dir = tmp_path / "deepseek-v2-tiny"
