@@ -52,6 +52,9 @@ ALLOWED = [
     ("create", "services"),
     ("list", "pods"),
     ("create", "events"),
+    ("create", "serviceaccounts"),
+    ("create", "roles.rbac.authorization.k8s.io"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
 ]
 DENIED = [
     ("get", "secrets"),
@@ -65,7 +68,9 @@ DENIED = [
     ("patch", "pods/status"),
     ("create", "modeldeployments.modeldeploy.dev"),
     ("delete", "modeldeployments.modeldeploy.dev"),
-    ("create", "roles.rbac.authorization.k8s.io"),
+    ("create", "clusterroles.rbac.authorization.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("create", "serviceaccounts/token"),
     ("create", "clusterpeerings.kopf.dev"),
 ]
 

@@ -55,6 +55,10 @@ NAMESPACED_RULES = [
     {"apiGroups": [""], "resources": ["services"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"],
+     "verbs": ["create", "patch", "delete"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+     "verbs": ["create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
@@ -321,7 +325,10 @@ def test_rbac_grants_nothing_dangerous(rendered: dict[str, list[Obj]], values: s
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & \
                 set(rule["verbs"]), rule
             assert "kopf.dev" not in rule["apiGroups"], rule
-            assert "rbac.authorization.k8s.io" not in rule["apiGroups"], rule
+            if "rbac.authorization.k8s.io" in rule["apiGroups"]:
+                # only a download Job's own Role and RoleBinding, in a namespace
+                assert set(rule["resources"]) <= {"roles", "rolebindings"}, rule
+                assert set(rule["verbs"]) <= {"create", "patch", "delete"}, rule
 
 
 def test_rbac_rules_live_in_one_template() -> None:

@@ -22,7 +22,8 @@ def test_examples_render(example: Path) -> None:
     result = run("render", "-f", str(example))
     assert result.returncode == 0, result.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
-    assert kinds == ["PersistentVolumeClaim", "Job", "Deployment", "Service"]
+    assert kinds == ["PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding", "Job",
+                     "Deployment", "Service"]
 
 
 def test_examples_cover_every_seed_spec() -> None:

@@ -78,8 +78,9 @@ def conditions(decision: Decision) -> dict[str, tuple[str, str]]:
 def test_first_apply_creates_the_cache_its_job_and_the_service_but_no_deployment(
         plan: Plan) -> None:
     decision = decide(body(), plan, Snapshot(), [ME], NOW)
-    assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "apply Job",
-                                       "apply Service"]
+    assert kinds(decision.actions) == [
+        "apply PersistentVolumeClaim", "apply ServiceAccount", "apply Role", "apply RoleBinding",
+        "apply Job", "apply Service"]
     # the claim is being created: the first thing to wait for is its volume
     assert decision.status is not None and decision.status["phase"] == "Pending"
     assert conditions(decision)["CacheReady"] == ("False", "WaitingForVolume")
@@ -96,8 +97,9 @@ def test_a_finished_job_marks_the_claim_removes_the_job_and_starts_the_engine(
     snap = Snapshot(claim=bound_claim(plan, complete=False),
                     job=job(plan, conditions=[{"type": "Complete", "status": "True"}]))
     decision = decide(body(), plan, snap, [ME], NOW)
-    assert kinds(decision.actions) == ["apply PersistentVolumeClaim", "apply Deployment",
-                                       "apply Service", "delete Job"]
+    assert kinds(decision.actions) == [
+        "apply PersistentVolumeClaim", "apply Deployment", "apply Service", "delete Job",
+        "delete RoleBinding", "delete Role", "delete ServiceAccount"]
     marked = decision.actions[0]
     assert isinstance(marked, Apply)
     assert marked.obj["metadata"]["annotations"][CACHE_COMPLETE_ANNOTATION].startswith(
@@ -151,7 +153,8 @@ def _old_claim(name: str, *owners: Owner, retained: bool = False) -> Obj:
 
 
 @pytest.mark.parametrize(("owners", "retained", "expected"), [
-    ([ME], False, ["delete PersistentVolumeClaim", "delete Job"]),
+    ([ME], False, ["delete PersistentVolumeClaim", "delete Job", "delete RoleBinding",
+                   "delete Role", "delete ServiceAccount"]),
     ([ME, Owner("other", "uid-other")], False, ["apply PersistentVolumeClaim"]),
     ([ME], True, ["apply PersistentVolumeClaim"]),
     ([Owner("other", "uid-other")], False, []),  # not ours any more: the watch was behind
@@ -235,3 +238,50 @@ def test_an_autoscaled_deployment_is_created_at_min_and_its_replicas_handed_over
                      [ME], NOW)
     assert settled.actions == []
     assert settled.status is not None and settled.status["phase"] == "ScaledToZero"
+
+
+def _progress(**record: Any) -> str:
+    import json
+    base = {"v": 1, "state": "downloading", "bytesDone": 163 * 2**30, "bytesTotal": 440 * 2**30,
+            "filesDone": 10, "filesTotal": 30, "updated": NOW, "bytesPerSecond": 210 * 10**6,
+            "etaSeconds": 23 * 60}
+    return json.dumps({**base, **record})
+
+
+def test_the_loaders_progress_is_in_the_status_and_the_condition(plan: Plan) -> None:
+    running = job(plan, active=1)
+    running["metadata"]["annotations"] = {"modeldeploy.dev/download-progress": _progress()}
+    snap = Snapshot(claim=bound_claim(plan, complete=False), job=running)
+    decision = decide(body(), plan, snap, [ME], NOW)
+    assert decision.status is not None
+    assert decision.status["download"]["percent"] == 37
+    assert decision.status["download"]["filesTotal"] == 30
+    cache = next(c for c in decision.status["conditions"] if c["type"] == "CacheReady")
+    assert cache["message"] == "Downloading 37% (163 of 440 GiB, 210 MB/s, about 23 min left)"
+    # once complete, the download figures leave the status
+    done = decide(body(decision.status), plan,
+                  Snapshot(claim=bound_claim(plan, complete=True)), [ME], NOW)
+    assert done.status is not None and "download" not in done.status
+
+
+def test_a_failed_download_says_the_loaders_words_and_how_to_retry(plan: Plan) -> None:
+    failed = job(plan, conditions=[{"type": "Failed", "status": "True",
+                                    "reason": "PodFailurePolicy"}])
+    failed["metadata"]["annotations"] = {"modeldeploy.dev/download-progress": _progress(
+        state="failed", message="revision 'x' does not exist in deepseek-ai/DeepSeek-V2")}
+    snap = Snapshot(claim=bound_claim(plan, complete=False), job=failed)
+    downloading = {"phase": "Downloading", "observedGeneration": 1}
+    decision = decide(body(downloading), plan, snap, [ME], NOW)
+    assert decision.status is not None and decision.status["phase"] == "Failed"
+    cache = next(c for c in decision.status["conditions"] if c["type"] == "CacheReady")
+    assert "revision 'x' does not exist" in cache["message"]
+    assert "to retry, change the spec or delete Job" in cache["message"]
+    assert not [a for a in decision.actions if isinstance(a, Delete)]
+    # a spec changed since the failure was shown: the failed Job goes, a new try follows
+    shown = decision.status
+    retry = decide(body(shown, generation=2), plan, snap, [ME], NOW)
+    assert [a.key[0] for a in retry.actions if isinstance(a, Delete)] == [
+        "Job", "RoleBinding", "Role", "ServiceAccount"]
+    assert kinds(decide(body(retry.status, generation=2), plan,
+                        Snapshot(claim=snap.claim), [ME], NOW).actions)[-2:] == [
+        "apply Job", "apply Service"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modeldeploy.errors import PlanError, Reason
+from modeldeploy.api import PlanError, Reason
 
 from modeldeploy.api import ModelDeploymentSpec
 from modeldeploy.catalog import Catalog

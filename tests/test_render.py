@@ -60,7 +60,8 @@ def test_seed_specs_render_valid_objects(catalog: Catalog, config: OperatorConfi
                 env=[{"name": "A", "value": "1"}])
     objects = render(plan)
     assert [o["kind"] for o in objects] == [
-        "PersistentVolumeClaim", "Job", "Deployment", "Service"]
+        "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding", "Job", "Deployment",
+        "Service"]
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -155,16 +156,26 @@ def test_download_job(catalog: Catalog, config: OperatorConfig) -> None:
                           hubTokenSecretRef={"name": "hf", "key": "tok"}))
     job = by_kind(objects)["Job"]
     pvc = by_kind(objects)["PersistentVolumeClaim"]
-    assert job["metadata"]["name"] == pvc["metadata"]["name"] + "-dl"
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    script = container["command"][2]
-    assert "hf download deepseek-ai/DeepSeek-V2-Lite-Chat --revision " \
-           "85864749cd611b4353ce1decdb286193298f64c7 --local-dir /cache/weights" in script
-    # the completion marker is written last
-    assert script.index("hf download") < script.index("mv /cache/.modeldeploy-complete.tmp")
+    name = pvc["metadata"]["name"] + "-dl"
+    assert job["metadata"]["name"] == name
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == [
+        "python", "-m", "modeldeploy.loader", "--hub=huggingface",
+        "--model-id=deepseek-ai/DeepSeek-V2-Lite-Chat",
+        "--revision=85864749cd611b4353ce1decdb286193298f64c7", "--target=/cache",
+        "--exclude=original/*", "--exclude=consolidated*", "--exclude=*.gguf",
+        f"--job-name={name}"]
     token = next(e for e in container["env"] if e["name"] == "HF_TOKEN")
     assert token["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "tok"}
-    assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # its own identity, which may patch this one Job and nothing else
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == (name, True)
+    role = by_kind(objects)["Role"]
+    assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"],
+                              "resourceNames": [name], "verbs": ["patch"]}]
+    assert by_kind(objects)["ServiceAccount"]["automountServiceAccountToken"] is False
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["action"] == "FailJob"
 
 
 def test_modelscope_download(catalog: Catalog, config: OperatorConfig) -> None:
@@ -172,8 +183,8 @@ def test_modelscope_download(catalog: Catalog, config: OperatorConfig) -> None:
                 hubTokenSecretRef={"name": "ms"})
     job = by_kind(render(plan))["Job"]
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert "modelscope download --model deepseek-ai/DeepSeek-V2-Lite-Chat --revision master" \
-        in container["command"][2]
+    assert container["command"][3:6] == [
+        "--hub=modelscope", "--model-id=deepseek-ai/DeepSeek-V2-Lite-Chat", "--revision=master"]
     assert "MODELSCOPE_API_TOKEN" in {e["name"] for e in container["env"]}
     assert plan.hub is Hub.MODELSCOPE
 

@@ -125,10 +125,12 @@ def test_the_echo_of_an_own_write_queues_nothing(operator: Operator) -> None:
     assert operator.concerned(CLAIM, written, "MODIFIED") == []
     # the next change of the same object (someone else's) is routed again
     assert (CLAIM, "llm", "c") not in operator.own_writes
-    operator.own_writes[(JOB, "llm", "j")] = None  # deleted by the operator
-    job = {"metadata": {"name": "j", "namespace": "llm", "resourceVersion": "9",
-                        "labels": {}}}
-    assert operator.concerned(JOB, job, "DELETED") == []
+    # an event with another version (someone else's change) is routed, and ends the wait
+    operator.own_writes[(CLAIM, "llm", "c")] = "1"
+    assert operator.concerned(CLAIM, {**written, "metadata": {**written["metadata"],
+                                                              "resourceVersion": "2"}},
+                              "MODIFIED") == []  # nobody wants claim "c"
+    assert (CLAIM, "llm", "c") not in operator.own_writes
 
 
 def test_new_specs_come_before_re_checks(operator: Operator) -> None:

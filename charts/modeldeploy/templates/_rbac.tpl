@@ -29,6 +29,14 @@ ClusterRole in cluster-wide mode).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# each download Job's own identity: a ServiceAccount and a Role + RoleBinding that let its pod
+# patch that one Job (the progress annotation) and nothing else
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create", "patch", "delete"]
 # list: why a weight-cache claim is still Pending (its provisioning events).
 - apiGroups: [""]
   resources: ["events"]

@@ -26,6 +26,8 @@ class Reason:
     INVALID_ENGINE_ARGS = "InvalidEngineArgs"
     INVALID_MAX_MODEL_LEN = "InvalidMaxModelLen"
     IMAGE_NOT_CONFIGURED = "ImageNotConfigured"
+    INVALID_CACHE_SIZE = "InvalidCacheSize"
+    INVALID_REVISION = "InvalidRevision"
     INVALID_SPEC = "InvalidSpec"
 
 

@@ -296,11 +296,25 @@ class ResolvedPlan(_Model):
     servedModelName: str | None = None
 
 
+class DownloadStatus(_Model):
+    """The weight download's progress, as the loader reports it (while it runs)."""
+
+    bytesDone: int | None = None
+    bytesTotal: int | None = None
+    percent: int | None = None
+    bytesPerSecond: int | None = None
+    etaSeconds: int | None = None
+    filesDone: int | None = None
+    filesTotal: int | None = None
+    updated: str | None = None
+
+
 class ModelDeploymentStatus(_Model):
     phase: Phase | None = None
     conditions: list[Condition] = Field(default_factory=list)
     resolved: ResolvedPlan | None = None
     endpoint: str | None = None
+    download: DownloadStatus | None = None
     replicas: int | None = None
     readyReplicas: int | None = None
     observedGeneration: int | None = None

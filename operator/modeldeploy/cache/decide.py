@@ -10,7 +10,7 @@ from ..labels import CACHE_COMPLETE_ANNOTATION, RETAIN_ANNOTATION
 from ..objects import Owner, Owners
 from ..plan import Plan
 from .naming import download_job_name
-from .objects import cache_claim, coordinates, download_job
+from .objects import cache_claim, coordinates, download_identity, download_job
 
 Obj = dict[str, Any]
 
@@ -45,16 +45,36 @@ def cache_actions(plan: Plan, owners: Owners, complete: bool, claim: Obj | None,
     that fills it; a Job's template is immutable, so an existing Job is left as it is."""
     actions = apply_if_differs(wanted_claim(plan, owners, complete, claim), claim)
     if not complete and job is None:
+        actions += [Apply(obj) for obj in download_identity(plan, owners.cache)]
         actions.append(Apply(download_job(plan, owners.cache)))
     return actions
 
 
-def cleanup_actions(plan: Plan, complete: bool, job: Obj | None) -> list[Action]:
+def _download_deletes(namespace: str, claim_name: str) -> list[Action]:
+    """The Job, then its ServiceAccount, Role and RoleBinding (they share its name)."""
+    name = download_job_name(claim_name)
+    return [Delete(kind, namespace, name)
+            for kind in ("Job", "RoleBinding", "Role", "ServiceAccount")]
+
+
+def cleanup_actions(plan: Plan, body_generation: int | None,
+                    observed_generation: int | None, complete: bool,
+                    job: Obj | None) -> list[Action]:
     """A finished download's Job goes once the claim records it (and after the engine's
-    objects are applied: a refused Deployment leaves the finished Job to look at)."""
-    if complete and job is not None:
-        return [Delete("Job", plan.namespace, download_job_name(plan.cache.claim_name))]
+    objects are applied: a refused Deployment leaves the finished Job to look at). A failed
+    one goes when a user of the cache changed its spec since the failure was shown: the next
+    reconcile starts a new try."""
+    if job is None:
+        return []
+    retry = download_failed(job) and body_generation != observed_generation
+    if complete or retry:
+        return _download_deletes(plan.namespace, plan.cache.claim_name)
     return []
+
+
+def download_failed(job: Obj | None) -> bool:
+    return any(c.get("type") == "Failed" and c.get("status") == "True"
+               for c in ((job or {}).get("status") or {}).get("conditions") or [])
 
 
 def prune_actions(me: Owner, wanted: str,
@@ -75,7 +95,7 @@ def prune_actions(me: Owner, wanted: str,
         if not others and not retained:
             actions.append(Delete("PersistentVolumeClaim", meta["namespace"], meta["name"]))
             if job is not None:
-                actions.append(Delete("Job", meta["namespace"], download_job_name(meta["name"])))
+                actions += _download_deletes(meta["namespace"], meta["name"])
         else:
             actions.append(Apply(_without_owner(claim, others)))
     return actions

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from ..api import Hub
@@ -14,16 +13,21 @@ from ..labels import (
     REVISION_ANNOTATION,
     common_labels,
 )
+from ..loader import (
+    download_container_settings,
+    download_failure_policy,
+    download_pod_settings,
+    download_rbac,
+    loader_command,
+)
 from ..objects import metadata, pod_metadata, pod_security, restricted_container
-from ..plan import WEIGHTS_DIR, Plan
-from .naming import MARKER_FILE, download_job_name, weights_coordinates
+from ..plan import Plan
+from .naming import download_job_name, weights_coordinates
 
 Obj = dict[str, Any]
 
-# Checkpoint copies the engines never read (Meta's original/, Mistral's consolidated
-# files): downloading them would double the size the cache is planned for.
-DOWNLOAD_EXCLUDES = ("original/*", "consolidated*", "*.gguf")
 LOADER_UID = 1000
+CACHE_MOUNT = "/cache"  # where the download pod mounts the claim
 
 
 def coordinates(plan: Plan) -> str:
@@ -53,30 +57,6 @@ def cache_claim(plan: Plan, owners: list[Obj]) -> Obj:
     }
 
 
-def download_script(plan: Plan) -> str:
-    """Download into the cache; the marker is written last, so a partial copy never serves."""
-    target = f"/cache/{WEIGHTS_DIR}"
-    excludes = " ".join(f"--exclude {shlex.quote(p)}" for p in DOWNLOAD_EXCLUDES)
-    if plan.hub is Hub.HUGGINGFACE:
-        fetch = (f"hf download {shlex.quote(plan.model_id)} --revision "
-                 f"{shlex.quote(plan.revision)} --local-dir {target} {excludes}")
-    else:
-        fetch = (f"modelscope download --model {shlex.quote(plan.model_id)} --revision "
-                 f"{shlex.quote(plan.revision)} --local_dir {target} {excludes}")
-    want = shlex.quote(coordinates(plan))
-    marker = f"/cache/{MARKER_FILE}"
-    return "\n".join([
-        "set -eu",
-        f'if [ -f {marker} ] && [ "$(cat {marker})" = {want} ]; then',
-        '  echo "weights already complete in the cache"; exit 0',
-        "fi",
-        f"rm -f {marker}",
-        fetch,
-        f"printf '%s' {want} > {marker}.tmp && mv {marker}.tmp {marker}",
-        'echo "download complete"',
-    ])
-
-
 def _token_env(plan: Plan) -> list[Obj]:
     ref = plan.spec.hubTokenSecretRef
     if ref is None:
@@ -85,8 +65,20 @@ def _token_env(plan: Plan) -> list[Obj]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
+def _download_labels(plan: Plan) -> dict[str, str]:
+    return {**common_labels("download"), CACHE_LABEL: plan.cache.claim_name}
+
+
+def download_identity(plan: Plan, owners: list[Obj]) -> list[Obj]:
+    """The download pod's ServiceAccount, and the Role and RoleBinding that let it patch its
+    own Job (the progress annotation) and nothing else."""
+    return download_rbac(download_job_name(plan.cache.claim_name), plan.namespace,
+                         labels=_download_labels(plan), owners=owners)
+
+
 def download_job(plan: Plan, owners: list[Obj]) -> Obj:
-    labels = {**common_labels("download"), CACHE_LABEL: plan.cache.claim_name}
+    labels = _download_labels(plan)
+    name = download_job_name(plan.cache.claim_name)
     env = [
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
         {"name": "HF_HOME", "value": "/tmp/hf-home"},
@@ -96,16 +88,19 @@ def download_job(plan: Plan, owners: list[Obj]) -> Obj:
     container = {
         "name": "download",
         "image": plan.cache.loader_image,
-        "command": ["/bin/sh", "-c", download_script(plan)],
+        "command": loader_command(plan.hub.value, plan.model_id, plan.revision,
+                                  target=CACHE_MOUNT, job_name=name),
         "env": env,
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
                       "limits": {"memory": "4Gi"}},
-        "volumeMounts": [{"name": "cache", "mountPath": "/cache"},
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT},
                          {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": restricted_container(read_only_root=True),
+        **download_container_settings(),
     }
     pod_spec = {
         "restartPolicy": "Never",
+        **download_pod_settings(name),
         "securityContext": pod_security(LOADER_UID),
         "containers": [container],
         "volumes": [
@@ -116,11 +111,12 @@ def download_job(plan: Plan, owners: list[Obj]) -> Obj:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(download_job_name(plan.cache.claim_name), plan.namespace, labels,
+        "metadata": metadata(name, plan.namespace, labels,
                              owners, {MODEL_ID_ANNOTATION: plan.model_id,
                                       REVISION_ANNOTATION: plan.revision}),
         "spec": {
             "backoffLimit": plan.cache.backoff_limit,
+            "podFailurePolicy": download_failure_policy(),
             "template": {"metadata": pod_metadata(labels, dict(plan.cache.pod_annotations)),
                          "spec": pod_spec},
         },

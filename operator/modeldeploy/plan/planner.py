@@ -8,6 +8,7 @@ claim the weights live in. Rendering reads the plan and never the operator's con
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +28,14 @@ from ..cache.naming import cache_claim_name
 from ..catalog import Catalog, EngineRule, Family, Spec, format_size
 from ..config import OperatorConfig
 from ..engines import EngineInput, engine_module
+from ..loader import InvalidArgument, validate_revision
 from .sizing import (
+    GIB,
     GpuNeed,
     cache_size_gib,
     download_bytes_per_param,
     gpu_need,
+    quantity_bytes,
     serving_bytes_per_param,
     tensor_parallel_size,
     valid_tensor_parallel,
@@ -129,7 +133,7 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
         spec.gpu.memoryGiB or config.gpuMemoryGiB, config.usableGpuFraction)
     title = describe(family.name, spec.format, spec.sizeInBillions, spec.quantization)
     gpus = _gpus(spec, cat_spec, need, module.tensor_parallel, config, title)
-    revision = spec.revision or source.revision
+    revision = _revision(spec, source.revision)
     image = _image(spec, engine, rule, config)
     too_old = catalog.engine_version_problem(engine, rule, image)
     if too_old:
@@ -279,6 +283,8 @@ def _cache(spec: ModelDeploymentSpec, cat_spec: Spec, hub: Hub, model_id: str, r
            config: OperatorConfig) -> CachePlan:
     download = weights_gib(cat_spec.parameters_b,
                            download_bytes_per_param(spec.format, spec.quantization))
+    if spec.cache.size is not None:
+        _check_cache_size(spec.cache.size, download)
     return CachePlan(
         claim_name=cache_claim_name(hub, model_id, revision),
         size=spec.cache.size or f"{cache_size_gib(download, config.cacheMargin)}Gi",
@@ -289,6 +295,38 @@ def _cache(spec: ModelDeploymentSpec, cat_spec: Spec, hub: Hub, model_id: str, r
         backoff_limit=config.downloadBackoffLimit,
         pod_annotations=tuple(sorted(config.downloadPodAnnotations.items())),
     )
+
+
+# A cache this much larger than the weights is a typo (Ti for Gi), not a plan.
+MAX_CACHE_OVER_WEIGHTS = 64
+
+
+def _check_cache_size(size: str, weights: float) -> None:
+    """The user's cache.size must hold the weights, before any byte is downloaded."""
+    given = quantity_bytes(size)
+    need = f"the weights are about {weights:.1f} GiB"
+    if given is None:
+        raise PlanError(Reason.INVALID_CACHE_SIZE,
+                        f"cache.size {size!r} is not a storage quantity such as 40Gi or 500G; "
+                        f"{need}")
+    if given < weights * GIB:
+        raise PlanError(Reason.INVALID_CACHE_SIZE,
+                        f"cache.size {size} ({given / GIB:.2f} GiB) is smaller than the weights "
+                        f"(about {weights:.1f} GiB); leave it out to have it sized for you, or "
+                        f"give at least {math.ceil(weights * 1.1)}Gi")
+    if given > max(weights, 1) * MAX_CACHE_OVER_WEIGHTS * GIB:
+        raise PlanError(Reason.INVALID_CACHE_SIZE,
+                        f"cache.size {size} ({given / GIB:,.0f} GiB) is more than "
+                        f"{MAX_CACHE_OVER_WEIGHTS} times the weights (about {weights:.1f} GiB); "
+                        f"leave it out to have it sized for you")
+
+
+def _revision(spec: ModelDeploymentSpec, default: str) -> str:
+    revision = spec.revision or default
+    try:
+        return validate_revision(revision)
+    except InvalidArgument as err:
+        raise PlanError(Reason.INVALID_REVISION, str(err)) from err
 
 
 def _placement(spec: ModelDeploymentSpec, config: OperatorConfig) -> Placement:

@@ -70,7 +70,8 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
         actions += apply_if_differs(wanted, snap.deployment) if autoscaled is None \
             else autoscaled
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
-    actions += cleanup_actions(plan, complete, snap.job)
+    actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
+                               snap.job)
     actions += prune_actions(me, plan.cache.claim_name, snap.owned)
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
@@ -94,6 +95,7 @@ def _status(body: Obj, old: ModelDeploymentStatus, plan: Plan | None, assessment
         phase=assessment.phase, conditions=merge(old.conditions, conditions, generation, now),
         resolved=None if plan is None else _resolved(plan),
         endpoint=None if plan is None else plan.endpoint,
+        download=assessment.download,
         replicas=assessment.replicas if plan else None,
         readyReplicas=assessment.ready_replicas if plan else None,
         observedGeneration=generation)

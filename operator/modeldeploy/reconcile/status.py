@@ -18,6 +18,13 @@ from ..api import (
     Why,
 )
 from ..api.reasons import PROGRESS_REASONS
+from ..loader import (
+    PROGRESS_ANNOTATION,
+    Progress,
+    parse_progress,
+    progress_message,
+    progress_status,
+)
 from .read import Snapshot
 
 Obj = dict[str, Any]
@@ -49,6 +56,7 @@ class Assessment:
     conditions: list[Condition]
     replicas: int = 0
     ready_replicas: int = 0
+    download: Obj | None = None  # status.download: the loader's progress while it runs
 
     @property
     def problem(self) -> Condition | None:
@@ -65,7 +73,9 @@ def assess(observed: Snapshot, complete: bool, desired_replicas: int) -> Assessm
         cache, phase = _cache_condition(observed)
         waiting = condition(AVAILABLE, False, Why.WAITING_FOR_CACHE,
                             "the engine starts once the weights are in the cache")
-        return Assessment(phase, [cache, waiting])
+        progress = job_progress(observed.job)
+        return Assessment(phase, [cache, waiting],
+                          download=None if progress is None else progress_status(progress))
     cache = condition(CACHE_READY, True, Why.CACHE_COMPLETE, "the weights are in the cache")
     return _serving(observed, desired_replicas, cache)
 
@@ -82,18 +92,28 @@ def _cache_condition(observed: Snapshot) -> tuple[Condition, Phase]:
                           f"cache claim {name} is {claim_phase or 'Pending'}: {warning}"),
                 Phase.PENDING)
     failed = _job_failure(observed.job)
+    progress = job_progress(observed.job)
     if failed:
-        detail = _pod_failure(observed.job_pods)
+        said = progress.message if progress is not None and progress.state == "failed" else None
+        detail = said or _pod_failure(observed.job_pods)
+        name = (observed.job or {}).get("metadata", {}).get("name", "")
         return (condition(CACHE_READY, False, Why.DOWNLOAD_FAILED,
-                          f"download failed: {failed}" + (f"; {detail}" if detail else "")),
+                          f"download failed: {failed}" + (f"; {detail}" if detail else "") +
+                          f"; to retry, change the spec or delete Job {name}"),
                 Phase.FAILED)
     for pod in observed.job_pods:
         waiting = _waiting(pod)
         if waiting and waiting[0] == "CreateContainerConfigError":
             return (condition(CACHE_READY, False, Why.SECRET_MISSING,
                               f"the download cannot start: {waiting[1]}"), Phase.PENDING)
-    return (condition(CACHE_READY, False, Why.DOWNLOADING, "downloading the weights"),
-            Phase.DOWNLOADING)
+    message = "downloading the weights" if progress is None else progress_message(progress)
+    return condition(CACHE_READY, False, Why.DOWNLOADING, message), Phase.DOWNLOADING
+
+
+def job_progress(job: Obj | None) -> Progress | None:
+    """The loader's last progress record, from its Job's annotation."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    return parse_progress(annotations.get(PROGRESS_ANNOTATION))
 
 
 def _serving(observed: Snapshot, desired: int, cache: Condition) -> Assessment:
@@ -166,7 +186,9 @@ def _pod_failure(pods: list[Obj]) -> str | None:
         for cs in pod.get("status", {}).get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated") or {}
             if term.get("exitCode"):
-                return f"the downloader exited with code {term['exitCode']}"
+                said = str(term.get("message") or "").strip().splitlines()
+                return said[-1] if said else \
+                    f"the downloader exited with code {term['exitCode']}"
     return None
 
 

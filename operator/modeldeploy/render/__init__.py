@@ -1,15 +1,16 @@
 """Plan -> Kubernetes objects as plain dicts, from the plan alone. No I/O.
 
-The set: the weight-cache claim and its download Job (left out once the cache is complete;
-both in ``modeldeploy.cache``), the engine Deployment and the Service. Owner references are
-passed in, since a shared cache is owned by every ModelDeployment that uses it.
+The set: the weight-cache claim, its download Job and the Job's narrow identity (left out once
+the cache is complete; all in ``modeldeploy.cache``), the engine Deployment and the Service.
+Owner references are passed in, since a shared cache is owned by every ModelDeployment that
+uses it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..cache.objects import cache_claim, download_job
+from ..cache.objects import cache_claim, download_identity, download_job
 from ..objects import Owners
 from ..plan import Plan
 from .service import service
@@ -23,7 +24,7 @@ def render(plan: Plan, *, cache_complete: bool = False,
     owners = owners or Owners()
     objects = [cache_claim(plan, owners.cache)]
     if not cache_complete:
-        objects.append(download_job(plan, owners.cache))
+        objects += [*download_identity(plan, owners.cache), download_job(plan, owners.cache)]
     objects += [deployment(plan, owners.controller), service(plan, owners.controller)]
     return objects
 

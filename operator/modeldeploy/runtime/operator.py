@@ -22,7 +22,15 @@ from ..objects import Owner
 from ..plan import Plan, plan_for
 from ..reconcile.decide import Decision, Event, decide
 from ..reconcile.execute import Writer, execute, write_status
-from ..reconcile.read import MODEL_DEPLOYMENT, EventLister, Snapshot, Store, concerned, read
+from ..reconcile.read import (
+    KINDS,
+    MODEL_DEPLOYMENT,
+    EventLister,
+    Snapshot,
+    Store,
+    concerned,
+    read,
+)
 from ..reconcile.status import condition, merge
 from .metrics import CHILD_WRITES, ECHOES, RECONCILE_SECONDS, RECONCILES, STATUS_WRITES
 from .queue import Priority, WorkQueue
@@ -148,8 +156,11 @@ class Operator:
         finally:
             CHILD_WRITES.inc(len(decision.actions))
         for kind, namespace, name, obj in written:  # the store holds what was just written
+            if kind not in KINDS:
+                continue  # not watched: no echo to expect
             if obj is None:
-                self.own_writes[(kind, namespace, name)] = None
+                # a deletion's event is routed: what was deleted may have to come back (a
+                # failed download's Job is deleted to start a new try)
                 self.store.remove(kind, namespace, name)
             else:
                 self.own_writes[(kind, namespace, name)] = obj["metadata"].get("resourceVersion")
