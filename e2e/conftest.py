@@ -75,5 +75,10 @@ def crd(cluster: Cluster) -> None:
     """The ModelDeployment CRD, installed once per session and established."""
     root = Path(__file__).resolve().parent.parent
     cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/modeldeployments.modeldeploy.dev")
+    # `kubectl wait` fails at once on a CRD whose status has no conditions yet: ask again
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/modeldeployments.modeldeploy.dev", check=False).returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the ModelDeployment CRD was not established in 60s")
+        time.sleep(0.5)

@@ -141,3 +141,16 @@ def test_new_specs_come_before_re_checks(operator: Operator) -> None:
     assert operator.concerned(MODEL_DEPLOYMENT, settled, "MODIFIED") == [
         (("llm", "settled"), Priority.EVENT)]
     assert operator.concerned(MODEL_DEPLOYMENT, settled, "DELETED") == []
+
+
+def test_a_late_apply_response_does_not_undo_a_newer_watch_event() -> None:
+    store = Store()
+    bound = {**claim("c"), "status": {"phase": "Bound"}}
+    bound["metadata"] = {**bound["metadata"], "resourceVersion": "12"}
+    store.put(CLAIM, bound)
+    applied = {**claim("c"), "status": {"phase": "Pending"}}
+    applied["metadata"] = {**applied["metadata"], "resourceVersion": "11"}
+    kept = store.put(CLAIM, applied, only_newer=True)
+    assert kept["status"]["phase"] == "Bound"
+    store.put(CLAIM, applied)  # a watch event is the truth, whatever its version
+    assert (store.get(CLAIM, "llm", "c") or {})["status"]["phase"] == "Pending"

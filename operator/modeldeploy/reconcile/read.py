@@ -82,10 +82,14 @@ class Store:
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.objects[kind].get((namespace, name))
 
-    def put(self, kind: str, body: Obj) -> Obj:
+    def put(self, kind: str, body: Obj, only_newer: bool = False) -> Obj:
+        """Store the object; ``only_newer``: unless the store already holds a later version
+        (an apply's response can come back after the watch delivered the next change)."""
         trimmed = trim(kind, body)
         key = _key(trimmed)
         before = self.objects[kind].get(key)
+        if only_newer and before is not None and _newer(before, trimmed):
+            return before
         self.objects[kind][key] = trimmed
         if kind == POD:
             if before is not None:
@@ -120,6 +124,15 @@ class Store:
 
     def count(self, kind: str) -> int:
         return len(self.objects[kind])
+
+
+def _newer(a: Obj, b: Obj) -> bool:
+    """Whether a is a later version of the same object than b. Resource versions are opaque
+    to clients, but the API server's are etcd revisions: integers that only grow."""
+    try:
+        return int(a["metadata"]["resourceVersion"]) > int(b["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _pod_groups(pod: Obj) -> list[tuple[str, str, str]]:

@@ -164,7 +164,7 @@ class Operator:
                 self.store.remove(kind, namespace, name)
             else:
                 self.own_writes[(kind, namespace, name)] = obj["metadata"].get("resourceVersion")
-                self.store.put(kind, obj)
+                self.store.put(kind, obj, only_newer=True)
         if decision.status is not None:
             self._wrote_status(key, await write_status(self.kube, key[0], key[1],
                                                        decision.status))
@@ -206,4 +206,4 @@ class Operator:
 
     def _wrote_status(self, key: Key, updated: Obj) -> None:
         self.own_writes[(MODEL_DEPLOYMENT, *key)] = updated["metadata"].get("resourceVersion")
-        self.store.put(MODEL_DEPLOYMENT, updated)
+        self.store.put(MODEL_DEPLOYMENT, updated, only_newer=True)
