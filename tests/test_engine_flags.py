@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modeldeploy.api import PlanError, Reason
 
-from modeldeploy.api import ModelDeploymentSpec
+from modeldeploy.api import ModelDeploymentSpec, PlanError, Reason
 from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig
 from modeldeploy.plan import make_plan

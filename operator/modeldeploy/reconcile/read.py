@@ -9,8 +9,9 @@ events listed, to say why.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..cache.index import ClaimIndex
@@ -78,6 +79,8 @@ class Store:
     claims: ClaimIndex = field(default_factory=ClaimIndex)
     _pods_by_owner: dict[tuple[str, str, str], dict[str, Obj]] = field(
         default_factory=lambda: defaultdict(dict))
+    # when a pending claim's events were last listed, and what they were
+    claim_events: dict[Key, tuple[float, list[Obj]]] = field(default_factory=dict)
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.objects[kind].get((namespace, name))
@@ -170,13 +173,23 @@ def needs_claim_events(snap: Snapshot) -> bool:
     return claim is not None and (claim.get("status") or {}).get("phase") != "Bound"
 
 
+# A pending claim's events are listed at most this often (a burst of new objects would
+# otherwise list them once per reconcile of each).
+CLAIM_EVENTS_TTL = 5.0
+
+
 async def read(store: Store, kube: EventLister, plan: Plan, uid: str) -> Snapshot:
     snap = snapshot(store, plan, uid)
     if not needs_claim_events(snap):
+        store.claim_events.pop((plan.namespace, plan.cache.claim_name), None)
         return snap
-    events = await kube.list("Event", plan.namespace, fields={
-        "involvedObject.kind": CLAIM, "involvedObject.name": plan.cache.claim_name})
-    return Snapshot(**{**snap.__dict__, "claim_events": events})
+    key = (plan.namespace, plan.cache.claim_name)
+    listed = store.claim_events.get(key)
+    if listed is None or time.monotonic() - listed[0] > CLAIM_EVENTS_TTL:
+        events = await kube.list("Event", plan.namespace, fields={
+            "involvedObject.kind": CLAIM, "involvedObject.name": plan.cache.claim_name})
+        listed = store.claim_events[key] = (time.monotonic(), events)
+    return replace(snap, claim_events=listed[1])
 
 
 def concerned(store: Store, kind: str, body: Obj) -> list[Key]:

@@ -7,6 +7,7 @@ of the operator's own writes (their watch events queue no reconcile) and the wor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Operator:
     # resourceVersion of each object's last write by this operator (None: deleted by it)
     own_writes: dict[WriteKey, str | None] = field(default_factory=dict)
     queue: WorkQueue | None = None
+    _posting: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- the watches --------------------------------------------------------------------
     def observe(self, kind: str, body: Obj) -> None:
@@ -170,8 +172,14 @@ class Operator:
                                                        decision.status))
             STATUS_WRITES.inc()
         for event in decision.events:
-            await self._post(body, event)
+            self._post_later(body, event)
             log.info("%s %s/%s: %s", event.reason, key[0], key[1], event.message)
+
+    def _post_later(self, body: Obj, event: Event) -> None:
+        """Events go out beside the reconciles: a slot of the queue never waits for one."""
+        task = asyncio.get_running_loop().create_task(self._post(body, event))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
 
     async def _post(self, body: Obj, event: Event) -> None:
         try:
@@ -202,7 +210,7 @@ class Operator:
         except Exception as second:  # the API may be what is down
             log.warning("could not report the error on %s/%s: %s", key[0], key[1], second)
             return
-        await self._post(body, Event("Warning", reason, message))
+        self._post_later(body, Event("Warning", reason, message))
 
     def _wrote_status(self, key: Key, updated: Obj) -> None:
         self.own_writes[(MODEL_DEPLOYMENT, *key)] = updated["metadata"].get("resourceVersion")
