@@ -123,7 +123,7 @@ def test_missing_user_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_builtin_files_validate_one_by_one() -> None:
-    for path in sorted((Path(__file__).parent.parent / "operator/modeldeploy/catalog/data")
+    for path in sorted((Path(__file__).parents[2] / "operator/modeldeploy/catalog/data")
                        .glob("*.yaml")):
         load_catalog_file(path)
 

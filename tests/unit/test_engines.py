@@ -11,7 +11,7 @@ from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig
 from modeldeploy.engines import EngineInput, engine_module
 
-PACKAGE = Path(__file__).resolve().parent.parent / "operator" / "modeldeploy"
+PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "modeldeploy"
 # where engines may be named: their modules, the API's enum, the defaults, the catalog
 ALLOWED = ("engines/", "api/spec.py", "config.py", "catalog/")
 NAMED = re.compile(r"Engine\.(VLLM|SGLANG|TRANSFORMERS)\b|[\"'](vllm|sglang|transformers)[\"']")

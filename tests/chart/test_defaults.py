@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.config import DEFAULT_IMAGES, OperatorConfig, load_config
 from test_chart import _config_file, helm, rendered  # noqa: F401 (fixtures)
+
+from modeldeploy.config import DEFAULT_IMAGES, OperatorConfig, load_config
 
 Obj = dict[str, Any]
 
