@@ -8,6 +8,7 @@ the demo started is left (checked in /proc, as `ps` reads it).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 NAMES = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in EXAMPLES]
+PROMPT = "demo-test> "
 
 
 class Terminal:
@@ -52,14 +54,26 @@ class Terminal:
         return self.tmux("capture-pane", "-p", "-S", "-", "-t", "demo")
 
     def wait_for(self, text: str, timeout: float) -> str:
+        """Waits until TEXT (a regular expression) is on the screen or in its history."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             shown = self.history()
-            if text in shown:
+            if re.search(text, shown):
                 return shown
             time.sleep(0.5)
         raise AssertionError(f"{text!r} not on the screen after {timeout:.0f}s; it shows:\n"
                              f"{self.history()[-6000:]}")
+
+    def wait_for_prompt(self, timeout: float) -> None:
+        """Waits until the shell's prompt is the last line: the command has returned."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [line for line in self.screen().splitlines() if line.strip()]
+            if lines and lines[-1] == PROMPT.strip():
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"no prompt after {timeout:.0f}s; the screen shows:\n"
+                             f"{self.screen()}")
 
     def foreground(self) -> str:
         return self.tmux("display-message", "-p", "-t", "demo", "#{pane_current_command}").strip()
@@ -73,11 +87,11 @@ class Terminal:
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (scripts/setup.sh lists what the tests need)")
-    env = {**os.environ, "TERM": "xterm-256color", "PS1": "demo-test$ ",
-           "MODELDEPLOY_DEMO_DIR": str(tmp_path / "demo")}
+    env = {**os.environ, "TERM": "xterm-256color", "MODELDEPLOY_DEMO_DIR": str(tmp_path / "demo")}
     env.pop("TMUX", None)
     term = Terminal(tmp_path / "tmux.sock", env)
-    term.type(f"cd {ROOT}")
+    term.type(f"PS1='{PROMPT}'; cd {ROOT}")
+    term.wait_for_prompt(timeout=30)
     try:
         yield term
     finally:
@@ -85,11 +99,11 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
 
 
 def processes_mentioning(text: str) -> list[str]:
-    """`ps -eo pid,args` lines whose command line contains TEXT (the demo's folder is in the
+    """`ps -ww -eo pid,args` lines whose command line contains TEXT (the demo's folder is in the
     arguments of every component: etcd's data dir, the certificates, the operator's config)."""
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
-    return [line for line in ps.stdout.splitlines()[1:]
-            if text in line and "ps -eo" not in line]
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True,
+                        check=True)
+    return [line for line in ps.stdout.splitlines()[1:] if text in line]
 
 
 def table_rows(screen: str) -> dict[str, list[str]]:
@@ -135,7 +149,7 @@ def test_make_demo_reaches_available_and_ctrl_c_leaves_nothing(terminal: Termina
 
     terminal.ctrl_c()
     terminal.wait_for("Nothing of the demo is left running", timeout=60)
-    terminal.wait_for("demo-test$", timeout=30)
+    terminal.wait_for_prompt(timeout=30)
     stopped = terminal.screen()
     (tmp_path / "screen-stopped.txt").write_text(stopped)
     print(f"--- after Ctrl-C ---\n{stopped}")
@@ -151,7 +165,7 @@ def test_make_demo_twice_reuses_and_ctrl_c_midway_leaves_nothing(terminal: Termi
     terminal.wait_for("operator running", timeout=300)
     terminal.ctrl_c()
     terminal.wait_for("Nothing of the demo is left running", timeout=60)
-    terminal.wait_for("demo-test$", timeout=30)
+    terminal.wait_for_prompt(timeout=30)
     assert processes_mentioning(demo_dir) == []
 
     terminal.tmux("clear-history", "-t", "demo")
@@ -161,7 +175,7 @@ def test_make_demo_twice_reuses_and_ctrl_c_midway_leaves_nothing(terminal: Termi
     assert "building" not in shown  # and so are the binaries
     terminal.ctrl_c()  # half-way: downloads still running
     shown = terminal.wait_for("Nothing of the demo is left running", timeout=60)
-    terminal.wait_for("demo-test$", timeout=30)
+    terminal.wait_for_prompt(timeout=30)
     print(f"\n--- a second run, stopped half-way ---\n{terminal.screen()}")
     assert "SIGINT received" in shown
     assert terminal.foreground() == "bash"
