@@ -1,17 +1,42 @@
-# Developer shortcuts. `make test` is what CI runs (through .ci/run).
-PY ?= python
+# The two commands of the README: `make demo` (the operator at work on the embedded control plane,
+# simulated GPU nodes) and `make test` (installs what the tests need, then every check; what CI
+# runs, through .ci/run). Both set up what is missing first (scripts/setup.sh) and reuse it later.
+PY ?= .venv/bin/python
+CHECKOV ?= $(CURDIR)/.venv-checkov/bin/checkov
+export CHECKOV
 
-.PHONY: test lint crd cluster up down
+.PHONY: demo test setup check lint crd-check pytest crd cluster up down
+
+demo:
+	@scripts/setup.sh --demo
+	@$(PY) e2e/demo.py
 
 test:
-	$(PY) -m pytest
+	@scripts/setup.sh
+	@$(MAKE) --no-print-directory check
+
+setup:
+	@scripts/setup.sh
+
+# the checks alone, on an environment that is already set up
+check: lint crd-check pytest
 
 lint:
-	ruff check .
-	mypy
+	@echo "==> ruff, mypy"
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+crd-check:
+	@echo "==> the generated CRD is current (make crd chart-crd refreshes it)"
+	$(PY) -m modeldeploy.cli crd | diff -u crds/modeldeploy.dev_modeldeployments.yaml -
+
+# Every test; a skip fails the run unless its reason is allowed (conftest.py: no GPU).
+pytest:
+	@echo "==> pytest"
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 crd:
-	modeldeploy crd > crds/modeldeploy.dev_modeldeployments.yaml
+	$(PY) -m modeldeploy.cli crd > crds/modeldeploy.dev_modeldeployments.yaml
 
 cluster:
 	e2e/cluster/build
@@ -53,4 +78,4 @@ chart-lint:
 
 # Refreshes the chart's copy of the generated CRD (tests/test_chart.py fails when it drifts).
 chart-crd:
-	modeldeploy crd > $(CHART)/files/crds/modeldeploy.dev_modeldeployments.yaml
+	$(PY) -m modeldeploy.cli crd > $(CHART)/files/crds/modeldeploy.dev_modeldeployments.yaml
