@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from harness import Cluster
+from helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60,
-             interval: float = 0.3) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class OperatorProcess:
@@ -132,23 +114,7 @@ class OperatorProcess:
                 self.kill()
 
 
-def get(cluster: Cluster, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    found = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if found.returncode != 0:
-        return None
-    obj: dict[str, Any] = json.loads(found.stdout)
-    return obj
 
 
-def items(cluster: Cluster, kind: str, namespace: str, *selector: str) -> list[dict[str, Any]]:
-    found = cluster.kubectl("get", kind, "-n", namespace, "-o", "json", *selector)
-    listed: list[dict[str, Any]] = json.loads(found.stdout)["items"]
-    return listed
 
 
-def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond["type"] == kind:
-            found: dict[str, Any] = cond
-            return found
-    return {}

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from harness import Cluster
-from operator_process import condition, free_port, wait_for
+from helpers import condition, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "modeldeploy"

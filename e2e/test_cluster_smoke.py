@@ -18,6 +18,7 @@ from harness import Cluster
 
 T = TypeVar("T")
 Json = dict[str, Any]
+pytestmark = pytest.mark.harness
 
 GPU = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}

@@ -11,10 +11,10 @@ from pathlib import Path
 import yaml
 
 from harness import Cluster
+from helpers import MD, apply, get, items, lite, wait_for
 from modeldeploy.loader.kube import JobTarget, PatchRefused, patch_job_annotation
 from modeldeploy.loader.progress import Progress, encode_progress
-from operator_process import OperatorProcess, get, items, wait_for
-from test_operator import MD, apply, lite
+from operator_process import OperatorProcess
 
 GIB = 2**30
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from harness import Cluster
-from operator_process import OperatorProcess, get, items, wait_for
+from helpers import get, items, wait_for
+from operator_process import OperatorProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "gateway"))
 

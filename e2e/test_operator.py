@@ -11,11 +11,23 @@ import pytest
 import yaml
 
 from harness import Cluster
-from operator_process import OperatorProcess, condition, get, items, wait_for
+from helpers import (
+    MD,
+    apply,
+    condition,
+    get,
+    items,
+    lite,
+    model_deployment,
+    phases,
+    wait_available,
+    wait_condition,
+    wait_for,
+)
+from operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-MD = "modeldeployment"
 
 
 @pytest.fixture
@@ -28,44 +40,16 @@ def operator(cluster: Cluster, crd: None, namespace: str,
         running.stop()
 
 
-def apply(cluster: Cluster, namespace: str, doc: dict[str, Any] | str) -> None:
-    text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=text)
 
 
-def model_deployment(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment",
-            "metadata": {"name": name}, "spec": spec}
 
 
-def lite(name: str, **extra: Any) -> dict[str, Any]:
-    return model_deployment(name, model="deepseek-v2-chat", sizeInBillions=16, **extra)
 
 
-def wait_available(cluster: Cluster, namespace: str, name: str, timeout: int = 90) -> None:
-    cluster.kubectl("wait", "-n", namespace, f"{MD}/{name}", "--for=condition=Available",
-                    f"--timeout={timeout}s")
 
 
-def phases(cluster: Cluster, namespace: str, name: str) -> list[str]:
-    """The phases the status went through, chained from its "A -> B" events (their
-    timestamps have a resolution of one second, too coarse to order them)."""
-    events = items(cluster, "events", namespace,
-                   f"--field-selector=involvedObject.name={name},reason=Phase")
-    steps = dict(e["message"].split(" -> ") for e in events)
-    chain = ["New"]
-    while chain[-1] in steps and len(chain) <= len(steps):
-        chain.append(steps[chain[-1]])
-    return chain
 
 
-def wait_condition(cluster: Cluster, namespace: str, name: str, kind: str,
-                   reason: str, timeout: float = 60) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        found = condition(get(cluster, MD, namespace, name), kind)
-        return found if found.get("reason") == reason else None
-
-    return wait_for(f"{kind} reason {reason} on {name}", reached, timeout=timeout)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

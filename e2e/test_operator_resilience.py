@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from harness import Cluster
-from operator_process import OperatorProcess, get, wait_for
-from test_operator import MD, apply, lite, wait_available
+from helpers import MD, apply, get, lite, wait_available, wait_for
+from operator_process import OperatorProcess
 
 
 def test_a_restart_rechecks_everything_and_writes_nothing(
