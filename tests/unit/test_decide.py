@@ -285,3 +285,31 @@ def test_a_failed_download_says_the_loaders_words_and_how_to_retry(plan: Plan) -
     assert kinds(decide(body(retry.status, generation=2), plan,
                         Snapshot(claim=snap.claim), [ME], NOW).actions)[-2:] == [
         "apply Job", "apply Service"]
+
+
+def _waiting(reason: str, message: str) -> Obj:
+    return {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"state": {"waiting": {"reason": reason, "message": message}}, "restartCount": 3}]}}
+
+
+@pytest.mark.parametrize(("where", "pod", "phase", "kind", "reason"), [
+    ("job", _waiting("CreateContainerConfigError", 'secret "hf" not found'), "Pending",
+     "CacheReady", "SecretMissing"),
+    ("engine", _waiting("CrashLoopBackOff", "back-off 40s"), "Failed", "Available",
+     "CrashLoopBackOff"),
+    ("engine", {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"state": {"running": {}}, "lastState": {"terminated": {"reason": "OOMKilled"}}}]}},
+     "Failed", "Available", "OOMKilled"),
+])
+def test_every_pod_failure_reason(plan: Plan, where: str, pod: Obj, phase: str, kind: str,
+                                  reason: str) -> None:
+    if where == "job":
+        snap = Snapshot(claim=bound_claim(plan, False), job=job(plan, active=1), job_pods=[pod])
+    else:
+        deploy, svc = serving(plan, ready=0)
+        snap = Snapshot(claim=bound_claim(plan, True), deployment=deploy, service=svc,
+                        pods=[pod])
+    decision = decide(body(), plan, snap, [ME], NOW)
+    assert decision.status is not None and decision.status["phase"] == phase
+    assert conditions(decision)[kind] == ("False", reason)
+    assert [e.reason for e in decision.events if e.type == "Warning"] == [reason]
