@@ -123,62 +123,30 @@ def _route(kind: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo) ->
         operator.queue.add(key, priority)
 
 
-@kopf.index(GROUP, VERSION, PLURAL, id="model-deployments")
-def index_model_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _index(MODEL_DEPLOYMENT, body, memo)
+# What the operator watches: its own resource (every one) and the kinds it manages (those
+# with its managed-by label), each with an index handler (feeds the store, primes it) and an
+# event handler (routes the event to the reconciles it concerns).
+WATCHED: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
+    MODEL_DEPLOYMENT: ((GROUP, VERSION, PLURAL), None),
+    CLAIM: (("v1", "persistentvolumeclaims"), MANAGED),
+    JOB: (("batch", "v1", "jobs"), MANAGED),
+    DEPLOYMENT: (("apps", "v1", "deployments"), MANAGED),
+    SERVICE: (("v1", "services"), MANAGED),
+    POD: (("v1", "pods"), MANAGED),
+}
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="model-deployment")
-def on_model_deployment(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
-                        **_: Any) -> None:
-    _route(MODEL_DEPLOYMENT, event, body, memo)
+def _register(kind: str, resource: tuple[str, ...], labels: dict[str, str] | None) -> None:
+    def index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _index(kind, body, memo)
+
+    def route(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _route(kind, event, body, memo)
+
+    filters: dict[str, Any] = {"labels": labels} if labels else {}
+    kopf.index(*resource, id=f"index-{kind.lower()}", **filters)(index)
+    kopf.on.event(*resource, id=f"route-{kind.lower()}", **filters)(route)
 
 
-@kopf.index("v1", "persistentvolumeclaims", labels=MANAGED, id="claims")
-def index_claim(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _index(CLAIM, body, memo)
-
-
-@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED, id="claim")
-def on_claim(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _route(CLAIM, event, body, memo)
-
-
-@kopf.index("batch", "v1", "jobs", labels=MANAGED, id="jobs")
-def index_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _index(JOB, body, memo)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job")
-def on_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _route(JOB, event, body, memo)
-
-
-@kopf.index("apps", "v1", "deployments", labels=MANAGED, id="deployments")
-def index_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _index(DEPLOYMENT, body, memo)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="deployment")
-def on_deployment(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _route(DEPLOYMENT, event, body, memo)
-
-
-@kopf.index("v1", "services", labels=MANAGED, id="services")
-def index_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _index(SERVICE, body, memo)
-
-
-@kopf.on.event("v1", "services", labels=MANAGED, id="service")
-def on_service(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _route(SERVICE, event, body, memo)
-
-
-@kopf.index("v1", "pods", labels=MANAGED, id="pods")
-def index_pod(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _index(POD, body, memo)
-
-
-@kopf.on.event("v1", "pods", labels=MANAGED, id="pod")
-def on_pod(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _route(POD, event, body, memo)
+for _kind, (_resource, _labels) in WATCHED.items():
+    _register(_kind, _resource, _labels)
