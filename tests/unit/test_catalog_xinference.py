@@ -12,7 +12,7 @@ import pytest
 from modeldeploy.api import Engine, Hub, ModelDeploymentSpec, ModelFormat, PlanError
 from modeldeploy.catalog import Catalog, CatalogError, Family, builtin_catalog, load_catalog
 from modeldeploy.catalog.xinference import engines_for_architectures, parse_size
-from modeldeploy.config import OperatorConfig
+from modeldeploy.config import DEFAULT_IMAGES, OperatorConfig
 from modeldeploy.plan import make_plan
 from support import FIXTURES
 
@@ -136,7 +136,7 @@ def test_architectures_no_engine_runs_are_refused_by_name(quirks: Catalog) -> No
     (skipped,) = [s for s in quirks.skipped if s.name == "odd-arch"]
     assert skipped.reason == (
         "no engine here runs its architectures (TelechatForCausalLM): none is among those of "
-        "vllm 0.31.0, sglang 0.5.21 or transformers 4.57.6")
+        "vllm 0.32.0, sglang 0.5.23 or transformers 4.57.6")
 
 
 def test_not_a_json_catalog(tmp_path: Path) -> None:
@@ -206,7 +206,7 @@ ENGINE_TABLE = [
     (["LlamaForCausalLM"], [V, S, T]),
     (["DeepseekVLV2ForCausalLM"], [V, S, T]),
     (["DeepseekV2ForCausalLM"], [V, S, T]),
-    (["SeedOssForCausalLM"], [V, T]),  # not an EntryClass of SGLang 0.5.21
+    (["SeedOssForCausalLM"], [V, T]),  # not an EntryClass of SGLang 0.5.23
     (["MiniCPMV"], [V, S]),  # remote code only for transformers
     (["InternLM3ForCausalLM"], [V, S]),
     (["MllamaForConditionalGeneration"], [S]),  # vLLM dropped it after 0.10.2
@@ -235,8 +235,12 @@ def test_engine_rules_carry_image_variant_and_minimum_version() -> None:
 
 def test_architecture_lists_name_their_source() -> None:
     archs = builtin_catalog().architectures
-    assert {e: a.version for e, a in archs.items()} == {V: "0.31.0", S: "0.5.21", T: "4.57.6"}
+    assert {e: a.version for e, a in archs.items()} == {V: "0.32.0", S: "0.5.23", T: "4.57.6"}
     assert all(a.source and len(a.names) > 100 for a in archs.values())
+    # the lists are those of the engine versions the default images pin
+    for engine in (V, S):
+        tag = DEFAULT_IMAGES[engine.value].rsplit(":", 1)[1]
+        assert tag.removeprefix("v").split("-")[0] == archs[engine].version, engine
 
 
 def test_imported_family_plans_on_the_engine_its_architecture_allows(
@@ -260,7 +264,7 @@ def test_family_naming_architectures_an_engine_does_not_run(tmp_path: Path) -> N
         "engines": {"sglang": {}},
         "specs": [{"format": "pytorch", "sizeInBillions": 7, "quantizations": ["none"],
                    "sources": {"huggingface": {"modelId": "o/m", "revision": "main"}}}]}]}))
-    with pytest.raises(CatalogError, match=r"engine sglang 0\.5\.21 runs none of its "
+    with pytest.raises(CatalogError, match=r"engine sglang 0\.5\.23 runs none of its "
                                            r"architectures"):
         load_catalog([path])
 
