@@ -313,3 +313,15 @@ def test_every_pod_failure_reason(plan: Plan, where: str, pod: Obj, phase: str, 
     assert decision.status is not None and decision.status["phase"] == phase
     assert conditions(decision)[kind] == ("False", reason)
     assert [e.reason for e in decision.events if e.type == "Warning"] == [reason]
+
+
+def test_the_client_knows_every_kind_decide_writes(catalog: Catalog,
+                                                    config: OperatorConfig) -> None:
+    """execute() hands each action to the API client by kind: it must know them all."""
+    from modeldeploy.render import render
+    from modeldeploy.runtime.kube import KINDS
+
+    spec = ModelDeploymentSpec.model_validate({"model": "deepseek-v2-chat",
+                                               "sizeInBillions": 16})
+    kinds = {o["kind"] for o in render(make_plan("md", "llm", spec, catalog, config))}
+    assert kinds <= set(KINDS)

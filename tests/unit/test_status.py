@@ -101,7 +101,10 @@ def test_assess(complete: bool, observed: Snapshot, replicas: int, phase: Phase,
 def test_problem_is_what_deserves_a_warning() -> None:
     ok = assess(Snapshot(deployment=deployment(1)), True, 1)
     assert ok.problem is None
-    degraded = assess(Snapshot(deployment=deployment(1)), True, 2)
+    quota = {"status": {"readyReplicas": 1, "conditions": [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+         "message": 'pods "x" is forbidden: exceeded quota: gpus'}]}}
+    degraded = assess(Snapshot(deployment=quota), True, 2)
     assert degraded.problem is not None and degraded.problem.reason == "ReplicasUnavailable"
     downloading = assess(Snapshot(claim=CLAIM_BOUND, job={}), False, 1)
     assert downloading.problem is None
@@ -125,3 +128,13 @@ def test_all_ready_says_only_the_count() -> None:
     result = assess(Snapshot(deployment=deployment(2), pods=[CRASHING]), True, 2)
     degraded = next(c for c in result.conditions if c.type == "Degraded")
     assert degraded.message == "2 of 2 replicas ready"
+
+
+def test_a_normal_start_is_no_warning() -> None:
+    """Replicas that are only loading the model: Degraded counts them, no Warning event."""
+    starting = assess(Snapshot(deployment=deployment(0), pods=[pod()]), True, 1)
+    assert starting.phase is Phase.STARTING and starting.problem is None
+    half = assess(Snapshot(deployment=deployment(1), pods=[pod()]), True, 2)
+    assert half.problem is None
+    stuck = assess(Snapshot(deployment=deployment(1), pods=[UNSCHEDULABLE]), True, 2)
+    assert stuck.problem is not None and stuck.problem.reason == "ReplicasUnavailable"

@@ -57,10 +57,14 @@ class Assessment:
     replicas: int = 0
     ready_replicas: int = 0
     download: Obj | None = None  # status.download: the loader's progress while it runs
+    # the missing replicas are only starting: Degraded says so, but it is no Warning
+    starting: bool = False
 
     @property
     def problem(self) -> Condition | None:
         """The condition that explains a failed or stuck state, for a Warning event."""
+        if self.starting:
+            return None
         for cond in self.conditions:
             bad = "True" if cond.type == DEGRADED else "False"
             if cond.status.value == bad and cond.reason not in PROGRESS_REASONS:
@@ -131,11 +135,20 @@ def _serving(observed: Snapshot, desired: int, cache: Condition) -> Assessment:
     # what keeps the missing replicas back, when the pods say more than "starting"
     why = "" if reason == Why.STARTING else f"; {message}"
     degraded = condition(DEGRADED, True, Why.REPLICAS_UNAVAILABLE, counted + why)
+    # the missing replicas' pods are only loading the model (or are being created: a pod the
+    # ReplicaSet cannot create shows as the Deployment's ReplicaFailure condition)
+    starting = reason == Why.STARTING and not _replica_failure(observed.deployment)
     if ready > 0:
         available = condition(AVAILABLE, True, Why.READY, counted)
-        return Assessment(Phase.READY, [cache, available, degraded], desired, ready)
+        return Assessment(Phase.READY, [cache, available, degraded], desired, ready,
+                          starting=starting)
     available = condition(AVAILABLE, False, reason, message)
-    return Assessment(phase, [cache, available, degraded], desired, ready)
+    return Assessment(phase, [cache, available, degraded], desired, ready, starting=starting)
+
+
+def _replica_failure(deployment: Obj | None) -> bool:
+    return any(c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+               for c in ((deployment or {}).get("status") or {}).get("conditions") or [])
 
 
 def _not_ready(pods: list[Obj]) -> tuple[str, str, Phase]:

@@ -11,7 +11,14 @@ from lightkube.core.resource import NamespacedResourceG
 from lightkube.generic_resource import Generic, create_api_info, create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Service
+from lightkube.resources.core_v1 import (
+    Event,
+    PersistentVolumeClaim,
+    Pod,
+    Service,
+    ServiceAccount,
+)
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 
 from .. import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -28,6 +35,9 @@ KINDS: dict[str, Any] = {
     "Service": Service,
     "Pod": Pod,
     "Event": Event,
+    "ServiceAccount": ServiceAccount,
+    "Role": Role,
+    "RoleBinding": RoleBinding,
 }
 
 class _PartialDeployment(NamespacedResourceG, Generic):  # type: ignore[misc]
