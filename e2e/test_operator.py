@@ -68,7 +68,8 @@ def test_seed_example_becomes_available(cluster: Cluster, namespace: str,
         lambda c: c if c[-1] == "Ready" else None)(phases(cluster, namespace, name)))
     assert chain[-3:] == ["Downloading", "Starting", "Ready"]
     warnings = items(cluster, "events", namespace,
-                     f"--field-selector=involvedObject.name={name},type=Warning")
+                     "--field-selector=involvedObject.kind=ModelDeployment,"
+                     f"involvedObject.name={name},type=Warning")
     assert warnings == [], [(w["reason"], w["message"]) for w in warnings]  # none on a normal start
     pods = items(cluster, "pods", namespace, "-l", f"modeldeploy.dev/deployment={name}")
     gpus = md["status"]["resolved"]["gpusPerReplica"]
