@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.cli import _parser
 from test_chart import (  # the chart tests' helm and helpers
     CHART,
     FULLNAME,
@@ -16,6 +15,8 @@ from test_chart import (  # the chart tests' helm and helpers
     _render,
     helm,
 )
+
+from modeldeploy.cli import _parser
 
 Obj = dict[str, Any]
 GATEWAY = f"{FULLNAME}-gateway"
