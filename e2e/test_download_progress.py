@@ -60,8 +60,9 @@ def test_progress_reaches_status_and_kubectl_get(cluster: Cluster, namespace: st
             _report(target, done, 440)
             for name in ("first", "second"):
                 wait_for(f"{done} GiB in {name}'s status", lambda name=name, done=done: (
-                    ((get(cluster, MD, namespace, name) or {}).get("status", {})
-                     .get("download", {}).get("bytesDone")) == done * GIB))
+                    (lambda status: status.get("phase") == "Downloading" and
+                     status.get("download", {}).get("bytesDone") == done * GIB)(
+                        (get(cluster, MD, namespace, name) or {}).get("status", {}))))
         md = get(cluster, MD, namespace, "first")
         assert md is not None and md["status"]["phase"] == "Downloading"
         assert md["status"]["download"]["percent"] == 37
