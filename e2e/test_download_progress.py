@@ -54,6 +54,11 @@ def test_progress_reaches_status_and_kubectl_get(cluster: Cluster, namespace: st
         wait_for("the download Job", lambda: get(cluster, "job", namespace, job))
         target = _target(cluster, namespace, job, tmp_path)
 
+        for name in ("first", "second"):  # settled before counting: claim bound, Job running
+            wait_for(f"{name} downloading", lambda name=name: (
+                (get(cluster, MD, namespace, name) or {}).get("status", {}).get("phase")
+                == "Downloading"))
+        time.sleep(2)
         writes = running.writes()
         reads = running.reads()
         for done in (100, 163):
