@@ -56,16 +56,6 @@ class Kube:
     def _count(self, verb: str, kind: str) -> None:
         API_CALLS.labels(verb, kind).inc()
 
-    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
-        self._count("get", kind)
-        try:
-            obj = await self.client.get(KINDS[kind], name, namespace=namespace)
-        except ApiError as err:
-            if err.status.code == 404:
-                return None
-            raise
-        return _as_dict(obj)
-
     async def list(self, kind: str, namespace: str, labels: dict[str, str] | None = None,
                    fields: dict[str, str] | None = None) -> list[Obj]:
         self._count("list", kind)
