@@ -235,7 +235,7 @@ def test_status_of_an_autoscaled_deployment() -> None:
         Phase.READY
     plain = ModelDeploymentSpec.model_validate({**LITE, "replicas": 0})
     assert desired_replicas(plain, one) == 0
-    assert scaling_phase(plain, assess(Snapshot(), True, 0)).phase == Phase.READY
+    assert scaling_phase(plain, assess(Snapshot(), True, 0)).phase == Phase.SCALED_TO_ZERO
 
 
 def test_api_keys_file(tmp_path: Path) -> None:

@@ -43,8 +43,24 @@ NO_SECRET = pod(containerStatuses=[container({"waiting": {
     "reason": "CreateContainerConfigError", "message": 'secret "hf" not found'}})])
 
 
-def deployment(ready: int) -> Obj:
-    return {"status": {"readyReplicas": ready}}
+def deployment(ready: int, *conditions: Obj) -> Obj:
+    return {"status": {"readyReplicas": ready, "conditions": list(conditions)}}
+
+
+def replica_failure(message: str) -> Obj:
+    return {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+            "message": message}
+
+
+QUOTA = replica_failure('pods "x-1" is forbidden: exceeded quota: gpus, requested: '
+                        'requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=0, '
+                        'limited: requests.nvidia.com/gpu=0')
+DENIED = replica_failure('admission webhook "policy.example.com" denied the request: no')
+
+
+def waiting(reason: str, message: str) -> Obj:
+    return pod(containerStatuses=[container({"waiting": {"reason": reason,
+                                                         "message": message}})])
 
 
 CASES = [
@@ -82,8 +98,28 @@ CASES = [
      {"Degraded": ("False", "AllReplicasReady", "2 of 2 replicas ready")}),
     (True, Snapshot(deployment=deployment(1), pods=[pod()]), 2, Phase.READY,
      {"Degraded": ("True", "ReplicasUnavailable", "1 of 2 replicas ready")}),
-    (True, Snapshot(deployment=deployment(0)), 0, Phase.READY,
-     {"Available": ("False", "ScaledToZero", "")}),
+    (True, Snapshot(deployment=deployment(0)), 0, Phase.SCALED_TO_ZERO,
+     {"Available": ("False", "ScaledToZero", "spec.replicas")}),
+    (True, Snapshot(deployment=deployment(0, QUOTA), pods=[]), 1, Phase.PENDING,
+     {"Available": ("False", "QuotaExceeded", "limited: requests.nvidia.com/gpu=0"),
+      "Degraded": ("True", "ReplicasUnavailable", "exceeded quota")}),
+    (True, Snapshot(deployment=deployment(0, DENIED)), 1, Phase.FAILED,
+     {"Available": ("False", "FailedCreate", 'webhook "policy.example.com" denied')}),
+    (True, Snapshot(deployment=deployment(1, QUOTA)), 2, Phase.READY,
+     {"Available": ("True", "Ready", "1 of 2"),
+      "Degraded": ("True", "ReplicasUnavailable", "a ResourceQuota refuses")}),
+    (True, Snapshot(deployment=deployment(0), pods=[
+        waiting("ImagePullBackOff", 'Back-off pulling image "nope:1"')]), 1, Phase.FAILED,
+     {"Available": ("False", "ImagePullBackOff", 'Back-off pulling image "nope:1"')}),
+    (True, Snapshot(deployment=deployment(0), pods=[
+        waiting("ErrImagePull", "manifest unknown")]), 1, Phase.FAILED,
+     {"Available": ("False", "ErrImagePull", "cannot be pulled")}),
+    (True, Snapshot(deployment=deployment(0), pods=[
+        waiting("CreateContainerConfigError", 'secret "api" not found')]), 1, Phase.FAILED,
+     {"Available": ("False", "CreateContainerConfigError", 'secret "api" not found')}),
+    (True, Snapshot(deployment=deployment(0), pods=[
+        waiting("ContainerCreating", "")]), 1, Phase.STARTING,
+     {"Available": ("False", "Starting", "loading")}),
 ]
 
 
@@ -101,11 +137,15 @@ def test_assess(complete: bool, observed: Snapshot, replicas: int, phase: Phase,
 def test_problem_is_what_deserves_a_warning() -> None:
     ok = assess(Snapshot(deployment=deployment(1)), True, 1)
     assert ok.problem is None
-    quota = {"status": {"readyReplicas": 1, "conditions": [
-        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-         "message": 'pods "x" is forbidden: exceeded quota: gpus'}]}}
-    degraded = assess(Snapshot(deployment=quota), True, 2)
+    degraded = assess(Snapshot(deployment=deployment(1, QUOTA)), True, 2)
     assert degraded.problem is not None and degraded.problem.reason == "ReplicasUnavailable"
+    refused = assess(Snapshot(deployment=deployment(0, QUOTA)), True, 1)
+    assert refused.problem is not None and refused.problem.reason == "QuotaExceeded"
+    pulling = assess(Snapshot(deployment=deployment(0),
+                              pods=[waiting("ErrImagePull", "not found")]), True, 1)
+    assert pulling.problem is not None and pulling.problem.reason == "ErrImagePull"
+    starting = assess(Snapshot(deployment=deployment(0), pods=[pod()]), True, 1)
+    assert starting.problem is None
     downloading = assess(Snapshot(claim=CLAIM_BOUND, job={}), False, 1)
     assert downloading.problem is None
 
@@ -138,3 +178,22 @@ def test_a_normal_start_is_no_warning() -> None:
     assert half.problem is None
     stuck = assess(Snapshot(deployment=deployment(1), pods=[UNSCHEDULABLE]), True, 2)
     assert stuck.problem is not None and stuck.problem.reason == "ReplicasUnavailable"
+
+
+@pytest.mark.parametrize(("desired", "live", "same"), [
+    # the API server stores quantities in canonical form
+    ({"resources": {"limits": {"memory": "1.5Gi"}}},
+     {"resources": {"limits": {"memory": "1536Mi"}}}, True),
+    ({"resources": {"requests": {"cpu": "0.5"}}}, {"resources": {"requests": {"cpu": "500m"}}},
+     True),
+    ({"resources": {"requests": {"cpu": "4"}}}, {"resources": {"requests": {"cpu": "4"}}}, True),
+    ({"resources": {"requests": {"memory": "64e9"}}},
+     {"resources": {"requests": {"memory": "64G"}}}, True),
+    ({"resources": {"requests": {"cpu": "1"}}}, {"resources": {"requests": {"cpu": "2"}}},
+     False),
+    ({"resources": {"requests": {"cpu": "1"}}}, {"resources": {"requests": {}}}, False),
+    # elsewhere strings are strings
+    ({"labels": {"v": "1.0"}}, {"labels": {"v": "1"}}, False),
+])
+def test_quantities_match_by_value(desired: Obj, live: Obj, same: bool) -> None:
+    assert matches(desired, live) is same

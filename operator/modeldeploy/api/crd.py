@@ -66,7 +66,13 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue
         if key == "additionalProperties" and value is False:
             continue  # structural schemas forbid it; the API server prunes or rejects unknowns
-        if key == "properties":
+        if key == "propertyNames":
+            continue  # not in a structural schema: the model's keys rule says it in CEL
+        if key == "patternProperties":
+            # a map with a key pattern: the values' schema (the keys' rule is a CEL rule)
+            (values,) = value.values()
+            out["additionalProperties"] = structural(values, defs)
+        elif key == "properties":
             out[key] = {name: _property(name, sub, defs) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = structural(value, defs)

@@ -9,10 +9,25 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.config import JsonDict
 
-QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# Kubernetes' own grammars (k8s.io/apimachinery: resource.Quantity, validation.IsQualifiedName,
+# IsValidLabelValue, IsDNS1123Subdomain, IsConfigMapKey), so that the API server refuses at
+# admission what it would refuse later in a child object.
+QUANTITY_PATTERN = r"^[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][-+]?[0-9]+)?$"
+# a size in bytes for a volume: no exponent, no fractions of a byte unit like "m"
+BYTES_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+# "[.]", not an escaped dot: the pattern also goes into CEL string literals
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+DNS_SUBDOMAIN_PATTERN = f"^{DNS_SUBDOMAIN}$"
+_NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY_PATTERN = f"^({DNS_SUBDOMAIN}/)?{_NAME_PART}$"
+LABEL_KEY_MAX_LENGTH = 253 + 1 + 63
+LABEL_VALUE_PATTERN = f"^({_NAME_PART})?$"
+# an extended resource: a domain-prefixed name outside kubernetes.io (nvidia.com/gpu)
+EXTENDED_RESOURCE_PATTERN = f"^{DNS_SUBDOMAIN}/{_NAME_PART}$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # A ModelDeployment's name becomes a Service name, which must be a DNS-1035 label.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -20,7 +35,37 @@ NAME_MAX_LENGTH = 63
 NAME_RULE_MESSAGE = ("metadata.name must be a DNS-1035 label (lower case letters, digits and "
                      "'-', starting with a letter, at most 63 characters): it names the Service")
 
-Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+# A quantity is a string or, as YAML gives `cpu: 4`, a whole number (int-or-string, as the
+# Kubernetes API has it).
+Quantity = Annotated[
+    Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(pattern=QUANTITY_PATTERN,
+                                                                 max_length=64)],
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "x-kubernetes-validations": [{
+        "rule": f"type(self) == int ? self >= 0 : (size(self) <= 64 && "
+                f"self.matches('{QUANTITY_PATTERN}'))",
+        "message": "must be a Kubernetes quantity, such as 4, 500m, 16Gi or 1.5G"}]}),
+]
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN, max_length=LABEL_KEY_MAX_LENGTH)]
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+# Maps of labels: the keys' rule as CEL (a structural schema has no propertyNames).
+MAP_ENTRIES_MAX = 64
+
+
+def _keys_rule(what: str) -> JsonDict:
+    return {"x-kubernetes-validations": [
+        {"rule": f"self.all(k, k.matches('{LABEL_KEY_PATTERN}') && "
+                 "(!k.contains('/') || k.indexOf('/') <= 253))",
+         "message": f"{what} keys must be qualified names: an optional DNS subdomain prefix "
+                    "(at most 253 characters) and '/', then at most 63 letters, digits, '-', "
+                    "'_' or '.', starting and ending with a letter or digit "
+                    "(e.g. example.com/team)"}],
+        "maxProperties": MAP_ENTRIES_MAX}
+
+
+def _secret_key_rule(kind: str) -> JsonDict:
+    return {"x-kubernetes-validations": [{
+        "rule": "self.key != '.' && !self.key.startsWith('..')",
+        "message": f"{kind} key must not be '.' or start with '..'"}]}
 
 
 class Engine(StrEnum):
@@ -74,14 +119,36 @@ class _Model(BaseModel):
 class SecretKeyRef(_Model):
     """A key of a Secret in the ModelDeployment's namespace."""
 
-    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
-    key: str = Field(default="token", min_length=1, max_length=253,
-                     description="Key inside the Secret.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
+                      description="Name of the Secret.")
+    key: str = Field(default="token", min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN,
+                     description="Key inside the Secret (letters, digits, '-', '_', '.').")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_secret_key_rule("a Secret"))
+
+    @model_validator(mode="after")
+    def _key_not_dots(self) -> SecretKeyRef:
+        _check_key(self.key, "a Secret")
+        return self
 
 
 class ConfigMapKeyRef(_Model):
-    name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
-    key: str = Field(min_length=1, max_length=253, description="Key inside the ConfigMap.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
+                      description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN,
+                     description="Key inside the ConfigMap (letters, digits, '-', '_', '.').")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_secret_key_rule("a ConfigMap"))
+
+    @model_validator(mode="after")
+    def _key_not_dots(self) -> ConfigMapKeyRef:
+        _check_key(self.key, "a ConfigMap")
+        return self
+
+
+def _check_key(key: str, kind: str) -> None:
+    if key == "." or key.startswith(".."):
+        raise ValueError(f"{kind} key must not be '.' or start with '..'")
 
 
 class EnvVarSource(_Model):
@@ -115,11 +182,33 @@ class EnvVar(_Model):
 
 
 class Toleration(_Model):
-    key: str | None = Field(default=None, max_length=316)
+    key: str | None = Field(default=None, max_length=LABEL_KEY_MAX_LENGTH,
+                            pattern=LABEL_KEY_PATTERN)
     operator: str | None = Field(default=None, pattern=r"^(Exists|Equal)$")
-    value: str | None = Field(default=None, max_length=63)
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE_PATTERN)
     effect: str | None = Field(default=None, pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$")
-    tolerationSeconds: int | None = None
+    tolerationSeconds: int | None = Field(default=None, ge=-(2**53), le=2**53)
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || "
+                 "self.value == ''",
+         "message": "a toleration with operator Exists takes no value"},
+        {"rule": "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+         "message": "a toleration without a key must have operator Exists"},
+        {"rule": "!has(self.tolerationSeconds) || (has(self.effect) && "
+                 "self.effect == 'NoExecute')",
+         "message": "tolerationSeconds needs effect NoExecute"},
+    ]})
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key must have operator Exists")
+        if self.tolerationSeconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
 
 
 class GPUSpec(_Model):
@@ -133,12 +222,18 @@ class GPUSpec(_Model):
         default=None, gt=0, le=1024,
         description="Memory of one GPU in GiB (default: the operator's, 80).")
     resourceName: str | None = Field(
-        default=None, min_length=1, max_length=253, pattern=LABEL_KEY_PATTERN,
-        description="Extended resource that counts GPUs on the nodes (default: the "
-                    "operator's, nvidia.com/gpu).")
-    nodeSelector: dict[str, str] = Field(
+        default=None, min_length=1, max_length=LABEL_KEY_MAX_LENGTH,
+        pattern=EXTENDED_RESOURCE_PATTERN,
+        description="Extended resource that counts GPUs on the nodes, a domain-prefixed name "
+                    "outside kubernetes.io (default: the operator's, nvidia.com/gpu).",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "!self.matches('^([^/]*[.])?kubernetes[.]io/')",
+            "message": "gpu.resourceName must be an extended resource (e.g. nvidia.com/gpu, "
+                       "amd.com/gpu), not a name in the kubernetes.io domain"}]})
+    nodeSelector: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, description="Node labels a serving pod requires, e.g. "
-                                          "nvidia.com/gpu.product.")
+                                          "nvidia.com/gpu.product.",
+        json_schema_extra=_keys_rule("gpu.nodeSelector"))
     tolerations: list[Toleration] | None = Field(
         default=None, max_length=32,
         description="Tolerations of serving pods (default: the operator's GPU taint toleration).")
@@ -147,10 +242,12 @@ class GPUSpec(_Model):
 class CacheSpec(_Model):
     """The PVC that holds the downloaded weights, shared by deployments of the same weights."""
 
-    size: Quantity | None = Field(
-        default=None, description="PVC size (default: the weights' size plus a margin).")
+    size: str | None = Field(
+        default=None, max_length=64, pattern=BYTES_PATTERN,
+        description="PVC size in bytes with an optional unit, e.g. 40Gi (default: the "
+                    "weights' size plus a margin).")
     storageClassName: str | None = Field(
-        default=None, min_length=1, max_length=253,
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
         description="StorageClass of the cache PVC (default: the operator's, else the "
                     "cluster's default class).")
     accessMode: AccessMode | None = Field(
@@ -240,7 +337,7 @@ class ModelDeploymentSpec(_Model):
         description="Extra engine arguments appended to the command line.")
     env: list[EnvVar] = Field(default_factory=list, max_length=64,
                               description="Extra environment variables of the engine container.")
-    image: str | None = Field(default=None, min_length=1, max_length=512,
+    image: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"^\S+$",
                               description="Engine image override.")
     maxModelLen: int | None = Field(
         default=None, ge=128, le=10_000_000,
@@ -249,10 +346,12 @@ class ModelDeploymentSpec(_Model):
         default=None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$",
         description="Model name clients send (default: the ModelDeployment's name).")
     port: int = Field(default=8000, ge=1, le=65535, description="Service port.")
-    podLabels: dict[str, str] = Field(default_factory=dict,
-                                      description="Extra labels of serving pods.")
-    podAnnotations: dict[str, str] = Field(default_factory=dict,
-                                           description="Extra annotations of serving pods.")
+    podLabels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Extra labels of serving pods.",
+        json_schema_extra=_keys_rule("podLabels"))
+    podAnnotations: dict[LabelKey, Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=dict, description="Extra annotations of serving pods.",
+        json_schema_extra=_keys_rule("podAnnotations"))
 
     model_config = ConfigDict(
         extra="forbid",

@@ -33,7 +33,8 @@ def scaling_phase(spec: ModelDeploymentSpec, assessment: Assessment) -> Assessme
     """The assessment with the autoscaling phases: ScaledToZero at 0 replicas, ScalingUp while
     the first replica after zero starts. Unchanged without autoscaling."""
     scaling = spec.autoscaling
-    if scaling is None or assessment.phase not in (Phase.READY, Phase.STARTING):
+    if scaling is None or assessment.phase not in (Phase.READY, Phase.STARTING,
+                                                   Phase.SCALED_TO_ZERO):
         return assessment
     available = next((c for c in assessment.conditions if c.type == AVAILABLE), None)
     if assessment.replicas == 0 and available is not None and \

@@ -124,20 +124,20 @@ def _serving(observed: Snapshot, desired: int, cache: Condition) -> Assessment:
     status = (observed.deployment or {}).get("status", {})
     ready = int(status.get("readyReplicas") or 0)
     if desired == 0:
-        available = condition(AVAILABLE, False, Why.SCALED_TO_ZERO, "replicas is 0")
-        return Assessment(Phase.READY, [cache, available], 0, 0)
+        available = condition(AVAILABLE, False, Why.SCALED_TO_ZERO,
+                              "replicas is 0: no replica serves (set spec.replicas to serve)")
+        return Assessment(Phase.SCALED_TO_ZERO, [cache, available], 0, 0)
     counted = f"{ready} of {desired} replicas ready"
     if ready >= desired:
         degraded = condition(DEGRADED, False, Why.ALL_REPLICAS_READY, counted)
         available = condition(AVAILABLE, True, Why.READY, counted)
         return Assessment(Phase.READY, [cache, available, degraded], desired, ready)
-    reason, message, phase = _not_ready(observed.pods)
+    reason, message, phase = _not_ready(observed.deployment, observed.pods)
     # what keeps the missing replicas back, when the pods say more than "starting"
     why = "" if reason == Why.STARTING else f"; {message}"
     degraded = condition(DEGRADED, True, Why.REPLICAS_UNAVAILABLE, counted + why)
-    # the missing replicas' pods are only loading the model (or are being created: a pod the
-    # ReplicaSet cannot create shows as the Deployment's ReplicaFailure condition)
-    starting = reason == Why.STARTING and not _replica_failure(observed.deployment)
+    # the missing replicas' pods are only loading the model (or are being created)
+    starting = reason == Why.STARTING
     if ready > 0:
         available = condition(AVAILABLE, True, Why.READY, counted)
         return Assessment(Phase.READY, [cache, available, degraded], desired, ready,
@@ -146,12 +146,38 @@ def _serving(observed: Snapshot, desired: int, cache: Condition) -> Assessment:
     return Assessment(phase, [cache, available, degraded], desired, ready, starting=starting)
 
 
-def _replica_failure(deployment: Obj | None) -> bool:
-    return any(c.get("type") == "ReplicaFailure" and c.get("status") == "True"
-               for c in ((deployment or {}).get("status") or {}).get("conditions") or [])
+def _replica_failure(deployment: Obj | None) -> tuple[str, str, Phase] | None:
+    """Pods the ReplicaSet cannot create (a ResourceQuota, an admission webhook, a pod
+    security rule): the Deployment's ReplicaFailure condition carries the API server's
+    refusal."""
+    for cond in ((deployment or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            said = str(cond.get("message") or cond.get("reason") or "").strip()
+            if "exceeded quota" in said:
+                return (Why.QUOTA_EXCEEDED, f"a ResourceQuota refuses the engine's pods: {said}",
+                        Phase.PENDING)
+            return Why.FAILED_CREATE, f"the engine's pods cannot be created: {said}", \
+                Phase.FAILED
+    return None
 
 
-def _not_ready(pods: list[Obj]) -> tuple[str, str, Phase]:
+# Container states that keep the engine from starting, and what to look at.
+_CONTAINER_PROBLEMS = {
+    Why.ERR_IMAGE_PULL: "the engine image cannot be pulled (check spec.image, the registry "
+                        "and imagePullSecrets)",
+    Why.IMAGE_PULL_BACK_OFF: "the engine image cannot be pulled (check spec.image, the "
+                             "registry and imagePullSecrets)",
+    Why.INVALID_IMAGE_NAME: "the engine image name is invalid (check spec.image)",
+    Why.CONTAINER_CONFIG_ERROR: "the engine container cannot be configured (check the "
+                                "Secrets and ConfigMaps spec.env refers to)",
+    Why.CONTAINER_CREATE_ERROR: "the engine container cannot be created",
+}
+
+
+def _not_ready(deployment: Obj | None, pods: list[Obj]) -> tuple[str, str, Phase]:
+    failure = _replica_failure(deployment)
+    if failure is not None:
+        return failure
     for pod in pods:
         unschedulable = _unschedulable(pod)
         if unschedulable:
@@ -164,10 +190,15 @@ def _not_ready(pods: list[Obj]) -> tuple[str, str, Phase]:
                         "(OOMKilled): raise resources.limits.memory, or give it more GPUs "
                         "(gpu.count) or a shorter maxModelLen", Phase.FAILED)
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") == "CrashLoopBackOff":
+            reason = waiting.get("reason")
+            if reason == "CrashLoopBackOff":
                 return (Why.CRASH_LOOP, f"the engine keeps crashing (restarted "
                         f"{cs.get('restartCount', 0)} times): {waiting.get('message', '')}"
                         .rstrip(": "), Phase.FAILED)
+            if reason in _CONTAINER_PROBLEMS:
+                said = str(waiting.get("message") or "").strip()
+                return (reason, f"{_CONTAINER_PROBLEMS[reason]}: {reason}: {said}".rstrip(": "),
+                        Phase.FAILED)
     return Why.STARTING, "the engine is loading the model", Phase.STARTING
 
 

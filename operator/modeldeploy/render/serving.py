@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.spec import ResourceList
 from ..engines import ENGINE_PORT, engine_module
 from ..engines.base import HOME_DIR, OPERATOR_ENV
 from ..labels import common_labels, serving_labels
@@ -31,14 +32,19 @@ def _engine_env(plan: Plan) -> list[Obj]:
     return env
 
 
+def _quantities(given: ResourceList | None) -> Obj:
+    """Quantities as strings (a YAML ``cpu: 4`` arrives as a number)."""
+    return {k: str(v) for k, v in (given.model_dump(exclude_none=True) if given else {}).items()}
+
+
 def _resources(plan: Plan) -> Obj:
     gpu_name = plan.placement.gpu_resource_name
     requests: Obj = {"cpu": str(4 * plan.gpus), "memory": f"{16 * plan.gpus}Gi"}
     limits: Obj = {}
     user = plan.spec.resources
     if user is not None:
-        requests |= (user.requests.model_dump(exclude_none=True) if user.requests else {})
-        limits |= (user.limits.model_dump(exclude_none=True) if user.limits else {})
+        requests |= _quantities(user.requests)
+        limits |= _quantities(user.limits)
     requests[gpu_name] = str(plan.gpus)
     limits[gpu_name] = str(plan.gpus)
     return {"requests": requests, "limits": limits}

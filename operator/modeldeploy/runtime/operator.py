@@ -48,6 +48,28 @@ class Client(Writer, EventLister):
     async def post_event(self, body: Obj, type: str, reason: str, message: str) -> None: ...
 
 
+TERMINATING = "NamespaceTerminating"
+CONFLICT = "Conflict"
+# Write conflicts in a row that are retried quietly; more are reported as any failure is.
+QUIET_CONFLICTS = 3
+
+
+def quiet_failure(err: Exception) -> str | None:
+    """A failure that is no problem of the ModelDeployment, so neither a condition nor a
+    Warning: its namespace is being deleted (the API server refuses new objects there), or a
+    write met a concurrent one (409 Conflict: the retry reads the newer object)."""
+    if not isinstance(err, ApiError) or err.status is None:
+        return None
+    causes = (err.status.details.causes if err.status.details else None) or []
+    if err.status.code == 403 and (any(c.reason == TERMINATING for c in causes) or
+                                   "because it is being terminated" in
+                                   (err.status.message or "")):
+        return TERMINATING
+    if err.status.code == 409 and err.status.reason == CONFLICT:
+        return CONFLICT
+    return None
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -63,6 +85,7 @@ class Operator:
     own_writes: dict[WriteKey, str | None] = field(default_factory=dict)
     queue: WorkQueue | None = None
     _posting: set[asyncio.Task[None]] = field(default_factory=set)
+    _conflicts: dict[Key, int] = field(default_factory=dict)  # write conflicts in a row
 
     # -- the watches --------------------------------------------------------------------
     def observe(self, kind: str, body: Obj) -> None:
@@ -78,6 +101,7 @@ class Operator:
         if kind == MODEL_DEPLOYMENT:
             key = (namespace, name)
             self.plans.pop(key, None)
+            self._conflicts.pop(key, None)
             self.store.claims.want(key, None)
             if self.queue is not None:
                 self.queue.forget(key)
@@ -126,14 +150,28 @@ class Operator:
             await self._execute(key, body, decision)
         except Exception as err:  # every failure is reported, then retried
             RECONCILES.labels("error").inc()
-            await self._report_error(key, body, err)
-            return False
+            return await self._failed(key, body, err)
         finally:
             RECONCILE_SECONDS.observe(time.monotonic() - started)
+        self._conflicts.pop(key, None)
         invalid = decision.status is not None and decision.status.get("phase") == \
             Phase.INVALID.value
         RECONCILES.labels("invalid" if invalid else "ok").inc()
         return True
+
+    async def _failed(self, key: Key, body: Obj, err: Exception) -> bool:
+        """What a failed reconcile leaves: True when there is nothing to retry."""
+        quiet = quiet_failure(err)
+        if quiet == TERMINATING:
+            log.debug("%s/%s: its namespace is being deleted", *key)
+            return True  # the ModelDeployment goes with its namespace
+        conflicts = self._conflicts.pop(key, 0) + 1 if quiet == CONFLICT else 0
+        if 0 < conflicts <= QUIET_CONFLICTS:
+            self._conflicts[key] = conflicts
+            log.info("reconcile of %s/%s met a write conflict, retrying: %s", *key, err)
+            return False
+        await self._report_error(key, body, err)
+        return False
 
     async def _decide(self, key: Key, body: Obj) -> Decision:
         self._replan(body)
