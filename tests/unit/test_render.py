@@ -245,3 +245,31 @@ def test_the_operators_gpu_resource_name_is_the_default(catalog: Catalog) -> Non
     limits = own["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"][
         "limits"]
     assert limits == {"nvidia.com/mig-3g.40gb": "1"}
+
+
+@pytest.mark.parametrize(("resources", "requests", "limits"), [
+    ({"limits": {"memory": "8Gi"}}, {"cpu": "4", "memory": "8Gi"}, {"memory": "8Gi"}),
+    ({"limits": {"cpu": 2, "memory": "1Ti"}}, {"cpu": "2", "memory": "16Gi"},
+     {"cpu": "2", "memory": "1Ti"}),
+    ({"requests": {"memory": "8Gi"}, "limits": {"memory": "10Gi"}},
+     {"cpu": "4", "memory": "8Gi"}, {"memory": "10Gi"}),
+])
+def test_default_requests_stay_within_the_users_limits(
+        catalog: Catalog, config: OperatorConfig, resources: Obj, requests: Obj,
+        limits: Obj) -> None:
+    plan = make(catalog, config, model="deepseek-v2-chat", sizeInBillions=16,
+                resources=resources)
+    deployment = by_kind(render(plan, cache_complete=True))["Deployment"]
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    got = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    gpu = str(plan.gpus)
+    assert got["requests"] == {**requests, "nvidia.com/gpu": gpu}
+    assert got["limits"] == {**limits, "nvidia.com/gpu": gpu}
+
+
+def test_a_request_above_its_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"resources.requests.memory \(2Gi\) must not exceed "
+                                         r"resources.limits.memory \(1Gi\)"):
+        ModelDeploymentSpec.model_validate({
+            "model": "m", "sizeInBillions": 1,
+            "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}})

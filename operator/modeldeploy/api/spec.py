@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.config import JsonDict
 
+from .quantity import quantity_value
+
 # Kubernetes' own grammars (k8s.io/apimachinery: resource.Quantity, validation.IsQualifiedName,
 # IsValidLabelValue, IsDNS1123Subdomain, IsConfigMapKey), so that the API server refuses at
 # admission what it would refuse later in a child object.
@@ -268,6 +270,19 @@ class ResourcesSpec(_Model):
 
     requests: ResourceList | None = None
     limits: ResourceList | None = None
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourcesSpec:
+        for name in ("cpu", "memory"):
+            asked = getattr(self.requests, name, None) if self.requests else None
+            limit = getattr(self.limits, name, None) if self.limits else None
+            if asked is None or limit is None:
+                continue
+            low, high = quantity_value(str(asked)), quantity_value(str(limit))
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"resources.requests.{name} ({asked}) must not exceed "
+                                 f"resources.limits.{name} ({limit})")
+        return self
 
 
 class AutoscalingSpec(_Model):

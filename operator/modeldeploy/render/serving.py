@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.quantity import quantity_value
 from ..api.spec import ResourceList
 from ..engines import ENGINE_PORT, engine_module
 from ..engines.base import HOME_DIR, OPERATOR_ENV
@@ -37,14 +38,23 @@ def _quantities(given: ResourceList | None) -> Obj:
     return {k: str(v) for k, v in (given.model_dump(exclude_none=True) if given else {}).items()}
 
 
+def _within(default: str, limit: str | None) -> str:
+    """A default request lowered to the user's limit (the API server refuses a request above
+    its limit)."""
+    low, high = quantity_value(default), quantity_value(limit) if limit else None
+    return limit if limit is not None and low is not None and high is not None and \
+        low > high else default
+
+
 def _resources(plan: Plan) -> Obj:
     gpu_name = plan.placement.gpu_resource_name
     requests: Obj = {"cpu": str(4 * plan.gpus), "memory": f"{16 * plan.gpus}Gi"}
     limits: Obj = {}
     user = plan.spec.resources
     if user is not None:
-        requests |= _quantities(user.requests)
         limits |= _quantities(user.limits)
+        requests = {name: _within(value, limits.get(name)) for name, value in requests.items()}
+        requests |= _quantities(user.requests)
     requests[gpu_name] = str(plan.gpus)
     limits[gpu_name] = str(plan.gpus)
     return {"requests": requests, "limits": limits}
