@@ -375,7 +375,7 @@ def test_transformers_server_through_the_gateway(cluster: Cluster, crd: None, na
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("fastapi")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "serve"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serve" / "tests"))
     from modeldeploy_serve.tiny import build_model_folder
     from serve_harness import SERVED_NAME, start_server, stop_server
 
