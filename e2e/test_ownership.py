@@ -339,3 +339,43 @@ def test_the_whole_pod_template_is_ours(cluster: Cluster, namespace: str,
     time.sleep(4)
     assert _template(cluster, namespace, "tmpl")["metadata"]["annotations"][
         "kubectl.kubernetes.io/restartedAt"] == restarted
+
+
+def _creates(operator: OperatorProcess, kind: str) -> float:
+    return sum(v for k, v in operator.metrics().items()
+               if k.startswith("modeldeploy_api_requests_total") and f'kind="{kind}"' in k and
+               'verb="create"' in k)
+
+
+def test_a_users_job_with_the_download_name_leaves_nothing_half_made(
+        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    apply(cluster, namespace, lite("first"))
+    wait_available(cluster, namespace, "first")
+    claim_name = (get(cluster, MD, namespace, "first") or {})["status"]["resolved"]["cacheClaim"]
+    cluster.kubectl("delete", "-n", namespace, f"{MD}/first", "--wait=true")
+    wait_for("the cache to be collected", lambda: get(cluster, "pvc", namespace,
+                                                      claim_name) is None, timeout=60)
+    job_name = f"{claim_name}-dl"
+    users = _create(cluster, namespace, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name},
+        "spec": {"suspend": True, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "mine:1"}]}}}})
+    claims_made = _creates(operator, "PersistentVolumeClaim")
+    apply(cluster, namespace, lite("second"))
+    failed = wait_condition(cluster, namespace, "second", "Available", "NameConflict")
+    assert failed["message"].startswith(f"Job {job_name} already exists and is not this "
+                                        "ModelDeployment's: it was not created by modeldeploy")
+    # the claim made in the same run is deleted again, and the retries only check the name
+    wait_for("the claim made before the conflict to go", lambda: get(
+        cluster, "pvc", namespace, claim_name) is None, timeout=30)
+    time.sleep(4)
+    assert _creates(operator, "PersistentVolumeClaim") == claims_made + 1
+    assert get(cluster, "pvc", namespace, claim_name) is None
+    assert get(cluster, "service", namespace, "second") is None
+    now = get(cluster, "job", namespace, job_name) or {}
+    assert now["metadata"].get("ownerReferences") is None
+    assert now["spec"]["template"]["spec"]["containers"] == \
+        users["spec"]["template"]["spec"]["containers"]
+    cluster.kubectl("delete", "-n", namespace, f"{MD}/second", "--wait=true")
+    time.sleep(2)
+    assert get(cluster, "job", namespace, job_name) is not None
