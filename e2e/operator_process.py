@@ -91,10 +91,13 @@ class OperatorProcess:
                    any(f'verb="{verb}"' in k for verb in ("get", "list")))
 
     def writes(self) -> float:
-        """Every write request the operator's reconciles made (applies, deletes, status)."""
+        """Every write request the operator's reconciles made (creates, applies, updates,
+        deletes, status; not the events it posts)."""
         return sum(v for k, v in self.metrics().items()
                    if k.startswith("modeldeploy_api_requests_total") and
-                   any(f'verb="{verb}"' in k for verb in ("apply", "delete", "patch")))
+                   'kind="Event"' not in k and any(
+                       f'verb="{verb}"' in k
+                       for verb in ("create", "apply", "update", "delete", "patch")))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

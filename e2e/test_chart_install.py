@@ -49,7 +49,9 @@ ALLOWED = [
     ("create", "jobs.batch"),
     ("create", "deployments.apps"),
     ("patch", "deployments.apps"),
+    ("update", "deployments.apps"),
     ("create", "services"),
+    ("update", "services"),
     ("list", "pods"),
     ("create", "events"),
     ("create", "serviceaccounts"),
@@ -63,7 +65,6 @@ DENIED = [
     ("get", "pods/log"),
     ("create", "pods"),
     ("delete", "pods"),
-    ("update", "deployments.apps"),
     ("update", "modeldeployments.modeldeploy.dev"),
     ("patch", "pods/status"),
     ("create", "modeldeployments.modeldeploy.dev"),
@@ -371,8 +372,9 @@ def test_one_verb_removed_breaks_reconcile(cluster: Cluster, release_namespace: 
 
         def refused() -> dict[str, Any] | None:
             md = _get(cluster, "modeldeployment", EXAMPLE_NAME, workload_namespace)
-            available = condition(md, "Available")
-            if "forbidden" in (available.get("message") or "").lower():
+            degraded = condition(md, "Degraded")
+            if degraded.get("reason") == "ApplyFailed" and \
+                    "forbidden" in (degraded.get("message") or "").lower():
                 return md
             return None
 
@@ -381,9 +383,12 @@ def test_one_verb_removed_breaks_reconcile(cluster: Cluster, release_namespace: 
         # operator says so in status, events and log.
         md = wait_for("the refused Deployment in the ModelDeployment's status", refused,
                        timeout=90)
-        available = condition(md, "Available")
-        assert available["status"] == "False", available
-        assert "deployments" in available["message"], available
+        degraded = condition(md, "Degraded")
+        assert degraded["status"] == "True", degraded
+        assert degraded["message"].startswith(
+            f"the API server refused the write of Deployment {EXAMPLE_NAME}: "), degraded
+        assert "deployments" in degraded["message"], degraded
+        assert condition(md, "Available").get("status") == "False", md
         jobs = json.loads(cluster.kubectl("get", "jobs", "-n", workload_namespace,
                                           "-o", "json").stdout)["items"]
         assert any(condition(job, "Complete").get("status") == "True" for job in jobs), jobs

@@ -1,5 +1,6 @@
-"""What a reconcile may do to the cluster, as data: apply an object or delete one; and the
-comparison that says whether a live object already has every field we set. Pure."""
+"""What a reconcile may do to the cluster, as data: create, apply, replace or delete an object,
+or check that a name is free; and the comparison that says whether a live object already has
+every field we set. Pure."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ Obj = dict[str, Any]
 @dataclass(frozen=True)
 class Apply:
     """Server-side apply of ``obj`` (field manager ``modeldeploy`` unless another is named;
-    ``partial``: an apply of a few fields of an object, not the whole of it)."""
+    ``partial``: an apply of a few fields of an object, not the whole of it; ``create``: the
+    object is not known to be ours, so it is created (POST), never applied over what holds the
+    name: an existing object is applied only if it turns out to be ours)."""
 
     obj: Obj
     field_manager: str | None = None
     partial: bool = False
+    create: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -37,11 +41,42 @@ class Delete:
         return self.kind, self.namespace, self.name
 
 
-Action = Apply | Delete
+@dataclass(frozen=True)
+class Replace:
+    """An update (PUT) of a live object of ours: the object as the API server holds it, with
+    ``owned`` (paths into the object, e.g. ``("spec", "template")``) exactly as in ``obj``, our
+    labels, annotations and owner references, and no other field manager owning anything
+    under the owned paths. What server-side apply alone cannot do: remove what others added."""
+
+    obj: Obj
+    owned: tuple[tuple[str, ...], ...]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        meta = self.obj["metadata"]
+        return self.obj["kind"], meta["namespace"], meta["name"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """That the name ``obj`` will have is free, or held by an object of ours; ``obj`` is the
+    object as it would be made (its owner references say who "ours" is)."""
+
+    obj: Obj
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        meta = self.obj["metadata"]
+        return self.obj["kind"], meta["namespace"], meta["name"]
+
+
+Action = Apply | Delete | Replace | Check
 
 
 def apply_if_differs(desired: Obj, live: Obj | None) -> list[Action]:
-    return [] if live is not None and matches(desired, live) else [Apply(desired)]
+    if live is None:
+        return [Apply(desired, create=True)]
+    return [] if matches(desired, live) else [Apply(desired)]
 
 
 # Maps of resource quantities, which the API server stores in canonical form (1.5Gi as 1536Mi,

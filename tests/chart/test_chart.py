@@ -49,14 +49,14 @@ NAMESPACED_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"],
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"],
-     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+     "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
     {"apiGroups": [""], "resources": ["services"],
-     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+     "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["serviceaccounts"],
-     "verbs": ["create", "patch", "delete"]},
+     "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
-     "verbs": ["create", "patch", "delete"]},
+     "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
@@ -324,9 +324,10 @@ def test_rbac_grants_nothing_dangerous(rendered: dict[str, list[Obj]], values: s
                 set(rule["verbs"]), rule
             assert "kopf.dev" not in rule["apiGroups"], rule
             if "rbac.authorization.k8s.io" in rule["apiGroups"]:
-                # only a download Job's own Role and RoleBinding, in a namespace
+                # only a download Job's own Role and RoleBinding, in a namespace (get: what
+                # holds the name when a create finds it taken)
                 assert set(rule["resources"]) <= {"roles", "rolebindings"}, rule
-                assert set(rule["verbs"]) <= {"create", "patch", "delete"}, rule
+                assert set(rule["verbs"]) <= {"get", "create", "patch", "delete"}, rule
 
 
 def test_rbac_rules_live_in_one_template() -> None:

@@ -8,16 +8,22 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.actions import Action, Apply, Delete
+from modeldeploy.actions import Action, Apply, Check, Delete, Replace
 from modeldeploy.api import ModelDeploymentSpec, PlanError, Reason
 from modeldeploy.cache.decide import wanted_claim
 from modeldeploy.cache.naming import download_job_name
 from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig
-from modeldeploy.labels import CACHE_COMPLETE_ANNOTATION, RETAIN_ANNOTATION
+from modeldeploy.labels import (
+    CACHE_COMPLETE_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    RETAIN_ANNOTATION,
+)
 from modeldeploy.objects import Owner, Owners
 from modeldeploy.plan import Plan, make_plan
 from modeldeploy.reconcile.decide import Decision, decide
+from modeldeploy.reconcile.ownership import with_template_hash
 from modeldeploy.reconcile.read import Snapshot
 from modeldeploy.render.service import service
 from modeldeploy.render.serving import deployment
@@ -42,8 +48,14 @@ def body(status: Obj | None = None, generation: int = 1) -> Obj:
     return obj
 
 
+def verb(action: Action) -> str:
+    if isinstance(action, Apply):
+        return "create" if action.create else "apply"
+    return {Delete: "delete", Replace: "replace", Check: "check"}[type(action)]
+
+
 def kinds(actions: list[Action]) -> list[str]:
-    return [f"{'apply' if isinstance(a, Apply) else 'delete'} {a.key[0]}" for a in actions]
+    return [f"{verb(a)} {a.key[0]}" for a in actions]
 
 
 def live(obj: Obj, **status: Any) -> Obj:
@@ -61,13 +73,15 @@ def bound_claim(plan: Plan, complete: bool, users: list[Owner] | None = None) ->
 
 
 def job(plan: Plan, **status: Any) -> Obj:
-    return {"metadata": {"name": download_job_name(plan.cache.claim_name), "namespace": "llm"},
+    return {"metadata": {"name": download_job_name(plan.cache.claim_name), "namespace": "llm",
+                         "labels": {MANAGED_BY: MANAGED_BY_VALUE}},
             "status": status}
 
 
 def serving(plan: Plan, ready: int = 1) -> tuple[Obj, Obj]:
     owner = Owners.of(ME, [ME]).controller
-    return (live(deployment(plan, owner), readyReplicas=ready), live(service(plan, owner)))
+    return (live(with_template_hash(deployment(plan, owner)), readyReplicas=ready),
+            live(service(plan, owner)))
 
 
 def conditions(decision: Decision) -> dict[str, tuple[str, str]]:
@@ -79,8 +93,8 @@ def test_first_apply_creates_the_cache_its_job_and_the_service_but_no_deployment
         plan: Plan) -> None:
     decision = decide(body(), plan, Snapshot(), [ME], NOW)
     assert kinds(decision.actions) == [
-        "apply PersistentVolumeClaim", "apply ServiceAccount", "apply Role", "apply RoleBinding",
-        "apply Job", "apply Service"]
+        "check Deployment", "create PersistentVolumeClaim", "create ServiceAccount",
+        "create Role", "create RoleBinding", "create Job", "create Service"]
     # the claim is being created: the first thing to wait for is its volume
     assert decision.status is not None and decision.status["phase"] == "Pending"
     assert conditions(decision)["CacheReady"] == ("False", "WaitingForVolume")
@@ -98,7 +112,7 @@ def test_a_finished_job_marks_the_claim_removes_the_job_and_starts_the_engine(
                     job=job(plan, conditions=[{"type": "Complete", "status": "True"}]))
     decision = decide(body(), plan, snap, [ME], NOW)
     assert kinds(decision.actions) == [
-        "apply PersistentVolumeClaim", "apply Deployment", "apply Service", "delete Job",
+        "apply PersistentVolumeClaim", "create Deployment", "create Service", "delete Job",
         "delete RoleBinding", "delete Role", "delete ServiceAccount"]
     marked = decision.actions[0]
     assert isinstance(marked, Apply)
@@ -110,7 +124,7 @@ def test_a_finished_job_marks_the_claim_removes_the_job_and_starts_the_engine(
 def test_a_complete_cache_starts_at_once_without_a_job(plan: Plan) -> None:
     decision = decide(body(), plan, Snapshot(claim=bound_claim(plan, complete=True)), [ME],
                       NOW)
-    assert kinds(decision.actions) == ["apply Deployment", "apply Service"]
+    assert kinds(decision.actions) == ["create Deployment", "create Service"]
 
 
 def test_everything_in_place_decides_nothing_and_a_second_run_writes_no_status(
@@ -130,7 +144,7 @@ def test_drift_is_put_back(plan: Plan) -> None:
     del svc["spec"]["ports"]
     snap = Snapshot(claim=bound_claim(plan, complete=True), deployment=deploy, service=svc)
     assert kinds(decide(body(), plan, snap, [ME], NOW).actions) == [
-        "apply Deployment", "apply Service"]
+        "replace Deployment", "replace Service"]
 
 
 def test_a_shared_cache_is_owned_by_every_user(plan: Plan) -> None:
@@ -284,7 +298,7 @@ def test_a_failed_download_says_the_loaders_words_and_how_to_retry(plan: Plan) -
         "Job", "RoleBinding", "Role", "ServiceAccount"]
     assert kinds(decide(body(retry.status, generation=2), plan,
                         Snapshot(claim=snap.claim), [ME], NOW).actions)[-2:] == [
-        "apply Job", "apply Service"]
+        "create Job", "create Service"]
 
 
 def _waiting(reason: str, message: str) -> Obj:

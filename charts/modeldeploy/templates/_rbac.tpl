@@ -20,23 +20,25 @@ ClusterRole in cluster-wide mode).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# update: drift of a Deployment or a Service is repaired by an update (PUT)
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
 # each download Job's own identity: a ServiceAccount and a Role + RoleBinding that let its pod
-# patch that one Job (the progress annotation) and nothing else
+# patch that one Job (the progress annotation) and nothing else (get: a create that finds the
+# name taken reads what holds it)
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # list: why a weight-cache claim is still Pending (its provisioning events).
 - apiGroups: [""]
   resources: ["events"]

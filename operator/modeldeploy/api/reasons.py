@@ -59,6 +59,10 @@ class Why:
     SCALED_TO_ZERO = "ScaledToZero"
     INVALID = Reason.INVALID_SPEC
     API_ERROR = "APIError"
+    # a name the operator would use is held by an object that is not its own
+    NAME_CONFLICT = "NameConflict"
+    # the API server refused the write of one child (the others are still written)
+    APPLY_FAILED = "ApplyFailed"
     RECONCILE_ERROR = "ReconcileError"
 
 

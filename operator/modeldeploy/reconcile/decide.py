@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..actions import Action, apply_if_differs
+from ..actions import Action, Check
 from ..api import (
     AVAILABLE,
+    DEGRADED,
     RESOLVED,
     Condition,
     ModelDeploymentStatus,
@@ -23,14 +24,22 @@ from ..api import (
     Why,
 )
 from ..cache.decide import cache_actions, cleanup_actions, is_complete, prune_actions
-from ..cache.objects import cache_claim
+from ..cache.objects import cache_claim, download_identity, download_job
 from ..gateway.handover import autoscaled_actions
 from ..gateway.status import desired_replicas, scaling_phase
 from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
 from ..render.serving import deployment
-from .read import Snapshot
+from .ownership import (
+    conflict_message,
+    deployment_actions,
+    held_conflicts,
+    mark_creates,
+    service_actions,
+    with_template_hash,
+)
+from .read import CLAIM, DEPLOYMENT, JOB, SERVICE, Snapshot
 from .status import Assessment, assess, condition, merge
 
 Obj = dict[str, Any]
@@ -63,16 +72,31 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     me = Owner(meta["name"], meta["uid"])
     owners = Owners.of(me, cache_users)
     complete = is_complete(plan, snap.claim, snap.job)
+    wanted_deployment = with_template_hash(deployment(plan, owners.controller))
+    wanted_service = service(plan, owners.controller)
+    conflicts = {**held_conflicts([(cache_claim(plan, owners.cache), snap.claim),
+                                   (download_job(plan, owners.cache), snap.job),
+                                   (wanted_deployment, snap.deployment),
+                                   (wanted_service, snap.service)]),
+                 **snap.taken}
+    if conflicts:
+        named = [cache_claim(plan, owners.cache), download_job(plan, owners.cache),
+                 *download_identity(plan, owners.cache), wanted_deployment, wanted_service]
+        return _conflict(body, old, plan, conflicts, snap.taken, named, now)
     actions = cache_actions(plan, owners, complete, snap.claim, snap.job)
     if complete:
-        wanted = deployment(plan, owners.controller)
-        autoscaled = autoscaled_actions(plan.spec, wanted, snap.deployment)
-        actions += apply_if_differs(wanted, snap.deployment) if autoscaled is None \
-            else autoscaled
-    actions += apply_if_differs(service(plan, owners.controller), snap.service)
+        autoscaled = autoscaled_actions(plan.spec, wanted_deployment, snap.deployment)
+        actions += deployment_actions(wanted_deployment, snap.deployment) \
+            if autoscaled is None else autoscaled
+    elif snap.deployment is None and snap.service is None:
+        # a new ModelDeployment: its Deployment comes once the weights are in, but a name
+        # taken by someone else's object must show now, before anything is created
+        actions.insert(0, Check(wanted_deployment))
+    actions += service_actions(wanted_service, snap.service)
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
                                snap.job)
     actions += prune_actions(me, plan.cache.claim_name, snap.owned)
+    actions = mark_creates(actions, _held(snap))
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
     replicas = desired_replicas(plan.spec, snap.deployment)
@@ -81,6 +105,26 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     return Decision(actions, status, events)
 
 
+def _held(snap: Snapshot) -> set[tuple[str, str]]:
+    """The objects of the snapshot, by (kind, name): they are ours (the watches see them)."""
+    live = [(CLAIM, snap.claim), (JOB, snap.job), (DEPLOYMENT, snap.deployment),
+            (SERVICE, snap.service), *((CLAIM, claim) for claim, _ in snap.owned),
+            *((JOB, job) for _, job in snap.owned)]
+    return {(kind, obj["metadata"]["name"]) for kind, obj in live if obj is not None}
+
+
+def _conflict(body: Obj, old: ModelDeploymentStatus, plan: Plan,
+              conflicts: dict[tuple[str, str], str], taken: dict[tuple[str, str], str],
+              named: list[Obj], now: str) -> Decision:
+    """Names held by objects that are not ours: nothing is created, applied or deleted; the
+    names known only from a refused create are checked again (one read each)."""
+    messages = [conflict_message(kind, name, why)
+                for (kind, name), why in sorted(conflicts.items())]
+    failed = condition(AVAILABLE, False, Why.NAME_CONFLICT, "; ".join(messages))
+    status, events = _status(body, old, plan, Assessment(Phase.FAILED, [failed]), now)
+    by_key = {(obj["kind"], obj["metadata"]["name"]): obj for obj in named}
+    checks: list[Action] = [Check(by_key[key]) for key in sorted(taken) if key in by_key]
+    return Decision(checks, status, events)
 def resolved_condition(plan: Plan) -> Condition:
     return condition(RESOLVED, True, Why.RESOLVED,
                      f"{plan.title} on {plan.engine.value}: {plan.gpus} GPU(s) per replica")
@@ -122,3 +166,24 @@ def _resolved(plan: Plan) -> ResolvedPlan:
 
 def _reason_of(status: ModelDeploymentStatus, kind: str) -> str | None:
     return next((c.reason for c in status.conditions if c.type == kind), None)
+
+
+def with_failures(body: Obj, status: Obj | None, refused: list[tuple[str, str, str]],
+                  now: str) -> tuple[Obj | None, list[Event]]:
+    """The decided status (None: the one shown) with the writes the API server refused, each
+    as (kind, name, the server's message): ``Degraded`` says which, and the rest of the
+    status still shows what is true. None: the status shown already says so."""
+    old = ModelDeploymentStatus.model_validate(body.get("status") or {})
+    base = old if status is None else ModelDeploymentStatus.model_validate(status)
+    message = "; ".join(f"the API server refused the write of {kind} {name}: {said}"
+                        for kind, name, said in refused) + "; retrying with backoff"
+    failed = condition(DEGRADED, True, Why.APPLY_FAILED, message)
+    kept = [c for c in base.conditions if c.type != DEGRADED]
+    merged = merge(old.conditions, [*kept, failed], body["metadata"].get("generation"), now)
+    new = base.model_copy(update={"conditions": merged}).model_dump(mode="json",
+                                                                    exclude_none=True)
+    if new == old.model_dump(mode="json", exclude_none=True):
+        return None, []
+    warned = _reason_of(old, DEGRADED) == Why.APPLY_FAILED and \
+        next(c.message for c in old.conditions if c.type == DEGRADED) == message
+    return new, [] if warned else [Event("Warning", Why.APPLY_FAILED, message)]

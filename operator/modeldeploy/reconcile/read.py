@@ -18,6 +18,7 @@ from ..cache.index import ClaimIndex
 from ..cache.naming import download_job_name
 from ..labels import CACHE_LABEL, DEPLOYMENT_LABEL
 from ..plan import Plan
+from .ownership import trim_managed_fields
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
@@ -45,18 +46,19 @@ class Snapshot:
     service: Obj | None = None
     # the other claims this ModelDeployment owns, each with its download Job (to prune)
     owned: list[tuple[Obj, Obj | None]] = field(default_factory=list)
+    # names of ours held by objects the watches do not show (found by a refused create or a
+    # check), by (kind, name): why each is not ours
+    taken: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def trim(kind: str, body: Obj) -> Obj:
     """What decisions read of an object: of managedFields only who owns a Deployment's
-    replicas, of a pod only its identity, node and status (its spec is the template the
-    operator rendered)."""
+    replicas and what other managers own of its pod template, of a pod only its identity,
+    node and status (its spec is the template the operator rendered)."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-    if kind == DEPLOYMENT:  # who owns the replicas (an autoscaled one hands them over)
-        meta["managedFields"] = [
-            {"manager": entry.get("manager"), "fieldsV1": {"f:spec": {"f:replicas": {}}}}
-            for entry in (body.get("metadata") or {}).get("managedFields") or []
-            if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})]
+    if kind == DEPLOYMENT:  # who owns the replicas and who else owns the pod template
+        meta["managedFields"] = trim_managed_fields(
+            (body.get("metadata") or {}).get("managedFields") or [])
     if kind == POD:
         keep = ("name", "namespace", "uid", "labels", "deletionTimestamp")
         return {"metadata": {k: meta[k] for k in keep if k in meta},

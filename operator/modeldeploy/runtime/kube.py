@@ -49,6 +49,25 @@ class _PartialDeployment(NamespacedResourceG, Generic):  # type: ignore[misc]
 _PARTIAL: dict[str, Any] = {"Deployment": _PartialDeployment}
 
 
+def _raw(group: str, version: str, kind: str, plural: str) -> Any:
+    """A kind as plain dicts, sent and read back as they are (no model round trip: an update
+    carries the managedFields it was given)."""
+    return type(f"_Raw{kind}", (NamespacedResourceG, Generic),
+                {"_api_info": create_api_info(group, version, kind, plural)})
+
+
+# the kinds the operator creates, reads back (a refused create, a name check) and updates
+_RAW: dict[str, Any] = {
+    "PersistentVolumeClaim": _raw("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    "Job": _raw("batch", "v1", "Job", "jobs"),
+    "Deployment": _raw("apps", "v1", "Deployment", "deployments"),
+    "Service": _raw("", "v1", "Service", "services"),
+    "ServiceAccount": _raw("", "v1", "ServiceAccount", "serviceaccounts"),
+    "Role": _raw("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    "RoleBinding": _raw("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+}
+
+
 class Kube:
     def __init__(self, client: AsyncClient | None = None) -> None:
         self.client = client or AsyncClient(field_manager=FIELD_MANAGER)
@@ -73,6 +92,31 @@ class Kube:
         applied = await self.client.apply(resource, field_manager=field_manager or FIELD_MANAGER,
                                           force=True)
         return _as_dict(applied)
+
+    async def create(self, obj: Obj) -> Obj:
+        """POST: fails with 409 AlreadyExists when the name is taken (by anything)."""
+        self._count("create", obj["kind"])
+        created = await self.client.create(_RAW[obj["kind"]].from_dict(obj),
+                                           field_manager=FIELD_MANAGER)
+        return _as_dict(created)
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """One object as the API server holds it (None: there is none)."""
+        self._count("get", kind)
+        try:
+            found = await self.client.get(_RAW[kind], name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+        return _as_dict(found)
+
+    async def replace(self, obj: Obj) -> Obj:
+        """PUT of a whole object (its resourceVersion: 409 Conflict if it changed since)."""
+        self._count("update", obj["kind"])
+        replaced = await self.client.replace(_RAW[obj["kind"]].from_dict(obj),
+                                             field_manager=FIELD_MANAGER)
+        return _as_dict(replaced)
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         self._count("delete", kind)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +21,8 @@ from ..catalog import Catalog
 from ..config import OperatorConfig
 from ..objects import Owner
 from ..plan import Plan, plan_for
-from ..reconcile.decide import Decision, Event, decide
-from ..reconcile.execute import Writer, execute, write_status
+from ..reconcile.decide import Decision, Event, decide, with_failures
+from ..reconcile.execute import NameTaken, Writer, Written, execute, write_status
 from ..reconcile.read import (
     KINDS,
     MODEL_DEPLOYMENT,
@@ -84,6 +84,9 @@ class Operator:
     # resourceVersion of each object's last write by this operator (None: deleted by it)
     own_writes: dict[WriteKey, str | None] = field(default_factory=dict)
     queue: WorkQueue | None = None
+    # names each ModelDeployment would use that objects not its own hold (the watches do not
+    # show those objects): (kind, name) -> why, until a check finds the name free
+    taken: dict[Key, dict[tuple[str, str], str]] = field(default_factory=dict)
     _posting: set[asyncio.Task[None]] = field(default_factory=set)
     _conflicts: dict[Key, int] = field(default_factory=dict)  # write conflicts in a row
 
@@ -102,6 +105,7 @@ class Operator:
             key = (namespace, name)
             self.plans.pop(key, None)
             self._conflicts.pop(key, None)
+            self.taken.pop(key, None)
             self.store.claims.want(key, None)
             if self.queue is not None:
                 self.queue.forget(key)
@@ -147,7 +151,16 @@ class Operator:
         started = time.monotonic()
         try:
             decision = await self._decide(key, body)
-            await self._execute(key, body, decision)
+            try:
+                ok = await self._execute(key, body, decision)
+            except NameTaken as taken:
+                # the name is someone else's: what this run created is gone again, and the
+                # status says what is in the way (the decision made knowing it creates nothing)
+                self._stored(taken.written)
+                self.taken.setdefault(key, {})[(taken.kind, taken.name)] = taken.why
+                decision = await self._decide(key, body)
+                await self._execute(key, body, replace(decision, actions=[]))
+                ok = False
         except Exception as err:  # every failure is reported, then retried
             RECONCILES.labels("error").inc()
             return await self._failed(key, body, err)
@@ -157,7 +170,8 @@ class Operator:
         invalid = decision.status is not None and decision.status.get("phase") == \
             Phase.INVALID.value
         RECONCILES.labels("invalid" if invalid else "ok").inc()
-        return True
+        # a name conflict is checked again with backoff (the object in the way sends no event)
+        return ok and not self.taken.get(key)
 
     async def _failed(self, key: Key, body: Obj, err: Exception) -> bool:
         """What a failed reconcile leaves: True when there is nothing to retry."""
@@ -180,6 +194,7 @@ class Operator:
             return decide(body, plan, Snapshot(), [], now())
         uid = body["metadata"]["uid"]
         snap = await read(self.store, self.kube, plan, uid)
+        snap = replace(snap, taken=dict(self.taken.get(key) or {}))
         return decide(body, plan, snap, self._cache_users(plan), now())
 
     def _cache_users(self, plan: Plan) -> list[Owner]:
@@ -190,11 +205,40 @@ class Operator:
                 users.append(Owner(key[1], body["metadata"]["uid"]))
         return users
 
-    async def _execute(self, key: Key, body: Obj, decision: Decision) -> None:
+    async def _execute(self, key: Key, body: Obj, decision: Decision) -> bool:
+        """Carries out the decision; False: a write was refused (the status says which, when
+        it is not a lost race), and the reconcile is retried with backoff."""
         try:
-            written = await execute(self.kube, decision.actions)
+            done = await execute(self.kube, decision.actions)
         finally:
             CHILD_WRITES.inc(len(decision.actions))
+        self._stored(done.written)
+        taken = self.taken.get(key)
+        if taken is not None and done.free:
+            for name in done.free:
+                taken.pop(name, None)
+            if not taken:  # every name in the way is free again: create what is wanted now
+                del self.taken[key]
+                if self.queue is not None:
+                    self.queue.add(key, Priority.EVENT)
+        status, events = decision.status, decision.events
+        refused = [(f.kind, f.name, f.message) for f in done.failures if not f.transient]
+        if refused:
+            status, more = with_failures(body, status, refused, now())
+            events = [*events, *more]
+        for failure in done.failures:
+            log.warning("%s %s %s/%s: %s", "conflict writing" if failure.transient else
+                        "refused write of", failure.kind, failure.namespace, failure.name,
+                        failure.message)
+        if status is not None:
+            self._wrote_status(key, await write_status(self.kube, key[0], key[1], status))
+            STATUS_WRITES.inc()
+        for event in events:
+            self._post_later(body, event)
+            log.info("%s %s/%s: %s", event.reason, key[0], key[1], event.message)
+        return not done.failures
+
+    def _stored(self, written: list[Written]) -> None:
         for kind, namespace, name, obj in written:  # the store holds what was just written
             if kind not in KINDS:
                 continue  # not watched: no echo to expect
@@ -205,13 +249,6 @@ class Operator:
             else:
                 self.own_writes[(kind, namespace, name)] = obj["metadata"].get("resourceVersion")
                 self.store.put(kind, obj, only_newer=True)
-        if decision.status is not None:
-            self._wrote_status(key, await write_status(self.kube, key[0], key[1],
-                                                       decision.status))
-            STATUS_WRITES.inc()
-        for event in decision.events:
-            self._post_later(body, event)
-            log.info("%s %s/%s: %s", event.reason, key[0], key[1], event.message)
 
     def _post_later(self, body: Obj, event: Event) -> None:
         """Events go out beside the reconciles: a slot of the queue never waits for one."""
