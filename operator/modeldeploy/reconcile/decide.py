@@ -14,6 +14,7 @@ from typing import Any
 from ..actions import Action, apply_if_differs
 from ..api import (
     AVAILABLE,
+    CACHE_READY,
     RESOLVED,
     Condition,
     ModelDeploymentStatus,
@@ -22,8 +23,15 @@ from ..api import (
     ResolvedPlan,
     Why,
 )
-from ..cache.decide import cache_actions, cleanup_actions, is_complete, prune_actions
+from ..cache.decide import (
+    cache_actions,
+    cleanup_actions,
+    is_complete,
+    lost_deployment_actions,
+    prune_actions,
+)
 from ..cache.objects import cache_claim
+from ..cache.status import cache_view
 from ..gateway.handover import autoscaled_actions
 from ..gateway.status import desired_replicas, scaling_phase
 from ..objects import Owner, Owners
@@ -69,15 +77,20 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
         autoscaled = autoscaled_actions(plan.spec, wanted, snap.deployment)
         actions += apply_if_differs(wanted, snap.deployment) if autoscaled is None \
             else autoscaled
+    else:  # a Deployment on a deleted claim goes until the weights are back
+        actions += lost_deployment_actions(plan, snap.claim, snap.deployment, snap.owned)
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
                                snap.job)
-    actions += prune_actions(me, plan.cache.claim_name, snap.owned)
+    actions += prune_actions(me, plan.cache.claim_name, snap.owned, snap.deployment)
+    view = cache_view(plan, snap.claim, snap.deployment, snap.owned)
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
     replicas = desired_replicas(plan.spec, snap.deployment)
-    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas))
+    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas, plan, view))
     status, events = _status(body, old, plan, assessment, now)
+    if view.note is not None and view.note not in _message_of(old, CACHE_READY):
+        events.append(Event("Warning", Why.CACHE_CLAIM_DIFFERS, view.note))
     return Decision(actions, status, events)
 
 
@@ -122,3 +135,7 @@ def _resolved(plan: Plan) -> ResolvedPlan:
 
 def _reason_of(status: ModelDeploymentStatus, kind: str) -> str | None:
     return next((c.reason for c in status.conditions if c.type == kind), None)
+
+
+def _message_of(status: ModelDeploymentStatus, kind: str) -> str:
+    return next((c.message for c in status.conditions if c.type == kind), "")
