@@ -295,7 +295,7 @@ def test_a_shared_claim_made_with_other_settings_is_reported(
         differs: str | None) -> None:
     first = make(catalog, config, cache=made)
     second = make(catalog, config, cache=asked)
-    note = claim_differs(second, claim(first, users=(ME, OTHER)))
+    note = claim_differs(second, claim(first, users=(ME, OTHER)), shared=True)
     if differs is None:
         assert note is None
         return

@@ -42,10 +42,11 @@ class CacheView:
 
 
 def cache_view(plan: Plan, claim: Obj | None, deployment: Obj | None,
-               owned: list[tuple[Obj, Obj | None]]) -> CacheView:
+               owned: list[tuple[Obj, Obj | None]], shared: bool) -> CacheView:
+    """``shared``: other ModelDeployments use these weights too."""
     return CacheView(lost=lost_condition(plan, claim, deployment),
                      serving=previous_weights(plan, deployment, owned),
-                     note=claim_differs(plan, claim))
+                     note=claim_differs(plan, claim, shared))
 
 
 def lost_condition(plan: Plan, claim: Obj | None, deployment: Obj | None) -> Condition | None:
@@ -95,7 +96,7 @@ def serving_condition(cache: Condition, serving: Serving, plan: Plan) -> Conditi
     return cache.model_copy(update={"message": message})
 
 
-def claim_differs(plan: Plan, claim: Obj | None) -> str | None:
+def claim_differs(plan: Plan, claim: Obj | None, shared: bool) -> str | None:
     """The sentence for a claim made with less (or other) than this spec asks for."""
     if claim is None or terminating(claim):
         return None
@@ -113,10 +114,10 @@ def claim_differs(plan: Plan, claim: Obj | None) -> str | None:
         differences.append(("accessMode", ",".join(made_modes), plan.cache.access_mode))
     if not differences:
         return None
-    shared = "is shared and " if len(meta.get("ownerReferences") or []) > 1 else ""
     made_with = ", ".join(f"{field} {value}" for field, value, _ in differences)
     asked = ", ".join(f"{field} {value}" for field, _, value in differences)
-    return (f"cache claim {meta.get('name')} {shared}was made with {made_with}; this spec "
+    was = "is shared and was" if shared else "was"
+    return (f"cache claim {meta.get('name')} {was} made with {made_with}; this spec "
             f"asks for {asked}: a claim keeps what it was made with (set the same cache "
             f"settings on every user of these weights, or expand the claim by hand where its "
             f"StorageClass allows volume expansion)")

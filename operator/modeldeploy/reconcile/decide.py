@@ -83,7 +83,8 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
                                snap.job)
     actions += prune_actions(me, plan.cache.claim_name, snap.owned, snap.deployment)
-    view = cache_view(plan, snap.claim, snap.deployment, snap.owned)
+    view = cache_view(plan, snap.claim, snap.deployment, snap.owned,
+                      shared=any(u.uid != me.uid for u in cache_users))
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
     replicas = desired_replicas(plan.spec, snap.deployment)
