@@ -212,7 +212,10 @@ def test_a_deployment_on_a_deleted_claim_goes(
     live_deployment = None if deployment_on is None else serving(
         old if deployment_on == "old" else new)
     owned = [] if old_claim is None else [(claim(old, deleting=old_claim == "deleting"), None)]
-    assert kinds(lost_deployment_actions(new, live_claim, live_deployment, owned)) == expected
+    assert kinds(lost_deployment_actions(ME, new, live_claim, live_deployment, owned)) == \
+        expected
+    # a Deployment this ModelDeployment does not control is never deleted
+    assert lost_deployment_actions(OTHER, new, live_claim, live_deployment, owned) == []
 
 
 def conditions(status: Obj | None) -> dict[str, tuple[str, str, str]]:

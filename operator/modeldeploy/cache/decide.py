@@ -147,11 +147,16 @@ def rolled_out(deployment: Obj | None) -> bool:
     return int(status.get("replicas") or 0) <= int(status.get("updatedReplicas") or 0)
 
 
-def lost_deployment_actions(plan: Plan, claim: Obj | None, deployment: Obj | None,
+def lost_deployment_actions(me: Owner, plan: Plan, claim: Obj | None,
+                            deployment: Obj | None,
                             owned: list[tuple[Obj, Obj | None]]) -> list[Action]:
-    """The Deployment goes when a claim it mounts is gone or being deleted: left in place it
-    would hold a deleted claim open forever, or start pods on an empty new one."""
+    """The Deployment (one this ModelDeployment controls) goes when a claim it mounts is gone
+    or being deleted: left in place it would hold a deleted claim open forever, or start pods
+    on an empty new one."""
     if deployment is None or terminating(deployment):
+        return []
+    refs = (deployment.get("metadata") or {}).get("ownerReferences") or []
+    if not any(r.get("uid") == me.uid and r.get("controller") for r in refs):
         return []
     mounted = mounted_claims(deployment)
     lost = {plan.cache.claim_name} if claim_lost(claim) else set()

@@ -78,7 +78,8 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
         actions += apply_if_differs(wanted, snap.deployment) if autoscaled is None \
             else autoscaled
     else:  # a Deployment on a deleted claim goes until the weights are back
-        actions += lost_deployment_actions(plan, snap.claim, snap.deployment, snap.owned)
+        actions += lost_deployment_actions(me, plan, snap.claim, snap.deployment,
+                                           snap.owned)
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
                                snap.job)
