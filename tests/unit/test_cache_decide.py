@@ -323,3 +323,46 @@ def test_the_claims_difference_is_in_the_status_and_one_warning(
             assert action.obj["spec"]["resources"]["requests"]["storage"] == "40Gi"
     again = decide(body(decision.status), second, snap, [ME, OTHER], NOW)
     assert not again.events
+
+
+@pytest.mark.parametrize(("phase", "expected"), [
+    ("Running", []),  # the replaced Job's pod still runs: no second download into the claim
+    ("Succeeded", IDENTITY_AND_JOB),
+    ("Failed", IDENTITY_AND_JOB),
+])
+def test_a_new_job_waits_for_the_pod_of_the_one_it_replaces(
+        plan: Plan, phase: str, expected: list[str]) -> None:
+    pod = {"metadata": {"name": "old-pod", "deletionTimestamp": GONE},
+           "status": {"phase": phase}}
+    assert kinds(job_actions(plan, Owners.of(ME, [ME]), None, [pod])) == expected
+
+
+@pytest.mark.parametrize("mine", [None, {"name": "mine", "key": "token"}])
+def test_users_naming_other_hub_tokens_share_the_job_as_it_was_made(
+        catalog: Catalog, config: OperatorConfig, mine: Obj | None) -> None:
+    theirs = make(catalog, config, hubTokenSecretRef={"name": "theirs", "key": "token"})
+    me = make(catalog, config, **({} if mine is None else {"hubTokenSecretRef": mine}))
+    made = job(theirs, (ME,))
+    assert job_actions(me, Owners.of(ME, [ME]), made) == []  # not replaced for the token
+    actions = job_actions(me, Owners.of(ME, [ME, OTHER]), made)
+    assert kinds(actions) == IDENTITY_AND_JOB
+    applied = actions[-1]
+    assert isinstance(applied, Apply)
+    # the apply keeps the live template (templates are immutable), the token included
+    assert applied.obj["spec"] == made["spec"]
+
+
+def test_a_hub_change_says_both_hubs(catalog: Catalog, config: OperatorConfig) -> None:
+    old = make(catalog, config, hub="huggingface")
+    new = make(catalog, config, hub="modelscope")
+    assert old.cache.claim_name != new.cache.claim_name
+    svc = live(service(new, Owners.of(ME, [ME]).controller))
+    snap = Snapshot(claim=claim(new, complete=False), job=job(new), deployment=serving(old),
+                    service=svc, owned=[(claim(old), None)])
+    decision = decide(body(), new, snap, [ME], NOW)
+    assert decision.actions == []
+    cache = conditions(decision.status)["CacheReady"]
+    assert cache[1] == "Downloading"
+    assert cache[2].startswith(
+        f"serving revision {old.revision} of huggingface from cache {old.cache.claim_name} "
+        f"while revision {new.revision} of modelscope downloads")

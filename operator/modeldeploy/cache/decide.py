@@ -21,6 +21,7 @@ The rules of the cache's lifecycle:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..actions import Action, Apply, Delete, apply_if_differs, matches
@@ -28,7 +29,7 @@ from ..labels import CACHE_COMPLETE_ANNOTATION, RETAIN_ANNOTATION
 from ..objects import Owner, Owners
 from ..plan import Plan
 from .naming import download_job_name
-from .objects import cache_claim, coordinates, download_identity, download_job
+from .objects import TOKEN_ENV, cache_claim, coordinates, download_identity, download_job
 
 Obj = dict[str, Any]
 
@@ -82,9 +83,10 @@ def wanted_claim(plan: Plan, owners: Owners, complete: bool, live: Obj | None) -
 
 
 def cache_actions(plan: Plan, owners: Owners, complete: bool, claim: Obj | None,
-                  job: Obj | None) -> list[Action]:
+                  job: Obj | None, job_pods: list[Obj] | None = None) -> list[Action]:
     """The claim (owned by every user, marked complete once it is) and, until then, the Job
-    that fills it, with owners that follow the claim's users."""
+    that fills it, with owners that follow the claim's users. ``job_pods``: the pods of the
+    Job's name (a replaced Job's pod may still run)."""
     if terminating(claim):  # nothing may write into it; its Job only holds it open
         return _download_deletes(plan.namespace, plan.cache.claim_name) if job else []
     actions = apply_if_differs(wanted_claim(plan, owners, complete, claim), claim)
@@ -92,19 +94,26 @@ def cache_actions(plan: Plan, owners: Owners, complete: bool, claim: Obj | None,
         # the Job of a claim that was deleted: it filled (or fills) what is gone
         return [*actions, Delete("Job", plan.namespace, job["metadata"]["name"])]
     if not complete:
-        actions += job_actions(plan, owners, job)
+        actions += job_actions(plan, owners, job, job_pods or [])
     return actions
 
 
-def job_actions(plan: Plan, owners: Owners, job: Obj | None) -> list[Action]:
-    """Create the download Job (its identity first); replace a running one made from another
-    template; give a live one the owners the claim has."""
+def job_actions(plan: Plan, owners: Owners, job: Obj | None,
+                job_pods: list[Obj] | None = None) -> list[Action]:
+    """Create the download Job (its identity first), once no pod of a Job it replaces runs
+    any more (two downloads never write into one claim); replace a running one made from
+    another template; give a live one the owners the claim has."""
     identity = download_identity(plan, owners.cache)
     wanted = download_job(plan, owners.cache)
     if job is None:
+        if any(_running(pod) for pod in job_pods or []):
+            return []  # the pod's deletion brings the next reconcile
         return [*(Apply(obj) for obj in identity), Apply(wanted)]
     if terminating(job):
         return []
+    # the hub token is the choice of the user whose spec made the Job: the users of a shared
+    # cache may name different Secrets, and none of them replaces the Job for it
+    wanted = _with_live_token(wanted, job)
     if not matches(wanted["spec"], job.get("spec") or {}):
         if job_complete(job) or download_failed(job):
             return []  # finished: a failed one is retried by a spec change (cleanup_actions)
@@ -114,6 +123,26 @@ def job_actions(plan: Plan, owners: Owners, job: Obj | None) -> list[Action]:
         # have the Job's owners
         return [*(Apply(obj) for obj in identity), Apply(wanted)]
     return []
+
+
+def _running(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def _with_live_token(wanted: Obj, live: Obj) -> Obj:
+    def containers(job: Obj) -> list[Obj]:
+        spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        found: list[Obj] = spec.get("containers") or []
+        return found
+
+    live_containers = {c.get("name"): c for c in containers(live)}
+    rendered = copy.deepcopy(wanted)
+    for container in containers(rendered):
+        theirs = live_containers.get(container["name"]) or {}
+        token = [e for e in theirs.get("env") or [] if e.get("name") in TOKEN_ENV]
+        container["env"] = [e for e in container.get("env") or []
+                            if e.get("name") not in TOKEN_ENV] + token
+    return rendered
 
 
 def _owners_differ(wanted: Obj, live: Obj) -> bool:

@@ -71,7 +71,7 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     me = Owner(meta["name"], meta["uid"])
     owners = Owners.of(me, cache_users)
     complete = is_complete(plan, snap.claim, snap.job)
-    actions = cache_actions(plan, owners, complete, snap.claim, snap.job)
+    actions = cache_actions(plan, owners, complete, snap.claim, snap.job, snap.job_pods)
     if complete:
         wanted = deployment(plan, owners.controller)
         autoscaled = autoscaled_actions(plan.spec, wanted, snap.deployment)
