@@ -276,3 +276,29 @@ def test_a_running_job_made_under_another_config_is_replaced(
         wait_available(cluster, namespace, "config")
     finally:
         second.stop()
+
+
+def test_a_failed_job_made_under_another_config_is_left_alone(
+        cluster: Cluster, namespace: str, tmp_path: Path, crd: None) -> None:
+    failing = {"downloadBackoffLimit": 0,
+               "downloadPodAnnotations": {"e2e.modeldeploy.dev/outcome": "fail"}}
+    first = OperatorProcess(cluster, namespace, tmp_path, config=failing).start()
+    try:
+        apply(cluster, namespace, lite("failed"))
+        claim = _claim_of(cluster, namespace, "failed")
+        wait_for("DownloadFailed", lambda: _reason(
+            cluster, namespace, "failed", "CacheReady") == "DownloadFailed")
+        job = get(cluster, "job", namespace, f"{claim}-dl") or {}
+    finally:
+        first.stop()
+    second = OperatorProcess(cluster, namespace, tmp_path, config={
+        **failing, "loaderImage": "ghcr.io/modeldeploy/loader:0.2.0"}).start()
+    try:
+        time.sleep(5)  # the new operator's first reconciles are done
+        kept = get(cluster, "job", namespace, f"{claim}-dl") or {}
+        assert kept["metadata"]["uid"] == job["metadata"]["uid"]
+        assert kept["metadata"]["resourceVersion"] == job["metadata"]["resourceVersion"]
+        assert _reason(cluster, namespace, "failed", "CacheReady") == "DownloadFailed"
+        assert _status(cluster, namespace, "failed")["phase"] == "Failed"
+    finally:
+        second.stop()
