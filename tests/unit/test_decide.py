@@ -11,13 +11,11 @@ import pytest
 from modeldeploy.actions import Action, Apply, Check, Delete, Replace
 from modeldeploy.api import ModelDeploymentSpec, PlanError, Reason
 from modeldeploy.cache.decide import wanted_claim
-from modeldeploy.cache.naming import download_job_name
+from modeldeploy.cache.objects import download_job
 from modeldeploy.catalog import Catalog
 from modeldeploy.config import OperatorConfig
 from modeldeploy.labels import (
     CACHE_COMPLETE_ANNOTATION,
-    MANAGED_BY,
-    MANAGED_BY_VALUE,
     RETAIN_ANNOTATION,
 )
 from modeldeploy.objects import Owner, Owners
@@ -73,9 +71,10 @@ def bound_claim(plan: Plan, complete: bool, users: list[Owner] | None = None) ->
 
 
 def job(plan: Plan, **status: Any) -> Obj:
-    return {"metadata": {"name": download_job_name(plan.cache.claim_name), "namespace": "llm",
-                         "labels": {MANAGED_BY: MANAGED_BY_VALUE}},
-            "status": status}
+    """The download Job as it was rendered for this plan, with its status."""
+    got = live(download_job(plan, Owners.of(ME, [ME]).cache))
+    got["status"] = status
+    return got
 
 
 def serving(plan: Plan, ready: int = 1) -> tuple[Obj, Obj]:

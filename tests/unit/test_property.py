@@ -54,7 +54,8 @@ specs = st.fixed_dictionaries(
                                                "value": st.text(max_size=10)}),
                         max_size=3, unique_by=lambda e: e["name"]),
         "port": st.integers(1, 65535),
-        "hubTokenSecretRef": st.fixed_dictionaries({"name": label_values}),
+        "hubTokenSecretRef": st.fixed_dictionaries(
+            {"name": st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")}),
         "podLabels": st.dictionaries(st.sampled_from(["team", "tier"]), label_values,
                                      max_size=2),
     },

@@ -42,6 +42,8 @@ class Why:
     CACHE_PENDING = "CachePending"
     SECRET_MISSING = "SecretMissing"
     WAITING_FOR_CACHE = "WaitingForCache"
+    CACHE_DELETED = "CacheDeleted"
+    CACHE_CLAIM_DIFFERS = "CacheClaimDiffers"
     STARTING = "Starting"
     UNSCHEDULABLE = "Unschedulable"
     CRASH_LOOP = "CrashLoopBackOff"

@@ -57,11 +57,16 @@ def cache_claim(plan: Plan, owners: list[Obj]) -> Obj:
     }
 
 
+# The download's env entries that come from a user's spec (hubTokenSecretRef), not from the
+# operator: the users of a shared cache may name different Secrets.
+TOKEN_ENV = ("HF_TOKEN", "MODELSCOPE_API_TOKEN")
+
+
 def _token_env(plan: Plan) -> list[Obj]:
     ref = plan.spec.hubTokenSecretRef
     if ref is None:
         return []
-    name = "HF_TOKEN" if plan.hub is Hub.HUGGINGFACE else "MODELSCOPE_API_TOKEN"
+    name = TOKEN_ENV[0] if plan.hub is Hub.HUGGINGFACE else TOKEN_ENV[1]
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from ..actions import Action, Check
 from ..api import (
     AVAILABLE,
+    CACHE_READY,
     DEGRADED,
     RESOLVED,
     Condition,
@@ -23,8 +24,15 @@ from ..api import (
     ResolvedPlan,
     Why,
 )
-from ..cache.decide import cache_actions, cleanup_actions, is_complete, prune_actions
+from ..cache.decide import (
+    cache_actions,
+    cleanup_actions,
+    is_complete,
+    lost_deployment_actions,
+    prune_actions,
+)
 from ..cache.objects import cache_claim, download_identity, download_job
+from ..cache.status import cache_view
 from ..gateway.handover import autoscaled_actions
 from ..gateway.status import desired_replicas, scaling_phase
 from ..objects import Owner, Owners
@@ -83,25 +91,32 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
         named = [cache_claim(plan, owners.cache), download_job(plan, owners.cache),
                  *download_identity(plan, owners.cache), wanted_deployment, wanted_service]
         return _conflict(body, old, plan, conflicts, snap.taken, named, now)
-    actions = cache_actions(plan, owners, complete, snap.claim, snap.job)
+    actions = cache_actions(plan, owners, complete, snap.claim, snap.job, snap.job_pods)
     if complete:
         autoscaled = autoscaled_actions(plan.spec, wanted_deployment, snap.deployment)
         actions += deployment_actions(wanted_deployment, snap.deployment) \
             if autoscaled is None else autoscaled
-    elif snap.deployment is None and snap.service is None:
-        # a new ModelDeployment: its Deployment comes once the weights are in, but a name
-        # taken by someone else's object must show now, before anything is created
-        actions.insert(0, Check(wanted_deployment))
+    else:  # a Deployment on a deleted claim goes until the weights are back
+        actions += lost_deployment_actions(me, plan, snap.claim, snap.deployment,
+                                           snap.owned)
+        if snap.deployment is None and snap.service is None:
+            # a new ModelDeployment: its Deployment comes once the weights are in, but a
+            # name taken by someone else's object must show now, before anything is created
+            actions.insert(0, Check(wanted_deployment))
     actions += service_actions(wanted_service, snap.service)
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
                                snap.job)
-    actions += prune_actions(me, plan.cache.claim_name, snap.owned)
+    actions += prune_actions(me, plan.cache.claim_name, snap.owned, snap.deployment)
     actions = mark_creates(actions, _held(snap))
+    view = cache_view(plan, snap.claim, snap.deployment, snap.owned,
+                      shared=any(u.uid != me.uid for u in cache_users))
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
     replicas = desired_replicas(plan.spec, snap.deployment)
-    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas))
+    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas, plan, view))
     status, events = _status(body, old, plan, assessment, now)
+    if view.note is not None and view.note not in _message_of(old, CACHE_READY):
+        events.append(Event("Warning", Why.CACHE_CLAIM_DIFFERS, view.note))
     return Decision(actions, status, events)
 
 
@@ -166,6 +181,10 @@ def _resolved(plan: Plan) -> ResolvedPlan:
 
 def _reason_of(status: ModelDeploymentStatus, kind: str) -> str | None:
     return next((c.reason for c in status.conditions if c.type == kind), None)
+
+
+def _message_of(status: ModelDeploymentStatus, kind: str) -> str:
+    return next((c.message for c in status.conditions if c.type == kind), "")
 
 
 def with_failures(body: Obj, status: Obj | None, refused: list[tuple[str, str, str]],

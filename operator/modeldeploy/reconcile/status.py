@@ -4,7 +4,7 @@ transition times stay honest. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..api import (
@@ -18,6 +18,7 @@ from ..api import (
     Why,
 )
 from ..api.reasons import PROGRESS_REASONS
+from ..cache.status import CacheView, serving_condition, with_note
 from ..loader import (
     PROGRESS_ANNOTATION,
     Progress,
@@ -25,6 +26,7 @@ from ..loader import (
     progress_message,
     progress_status,
 )
+from ..plan import Plan
 from .read import Snapshot
 
 Obj = dict[str, Any]
@@ -72,16 +74,25 @@ class Assessment:
         return None
 
 
-def assess(observed: Snapshot, complete: bool, desired_replicas: int) -> Assessment:
+def assess(observed: Snapshot, complete: bool, desired_replicas: int,
+           plan: Plan | None = None, view: CacheView | None = None) -> Assessment:
+    """``view`` (with the ``plan``): what the cache's lifecycle adds (cache/status.py)."""
+    view = view or CacheView()
     if not complete:
-        cache, phase = _cache_condition(observed)
+        cache, phase = (view.lost, Phase.PENDING) if view.lost else _cache_condition(observed)
+        progress = job_progress(observed.job)
+        download = None if progress is None else progress_status(progress)
+        cache = with_note(cache, view.note)
+        if view.serving is not None and plan is not None and view.lost is None:
+            # the previous weights serve until the new ones are complete
+            serving = _serving(observed, desired_replicas,
+                               serving_condition(cache, view.serving, plan))
+            return replace(serving, download=download)
         waiting = condition(AVAILABLE, False, Why.WAITING_FOR_CACHE,
                             "the engine starts once the weights are in the cache")
-        progress = job_progress(observed.job)
-        return Assessment(phase, [cache, waiting],
-                          download=None if progress is None else progress_status(progress))
+        return Assessment(phase, [cache, waiting], download=download)
     cache = condition(CACHE_READY, True, Why.CACHE_COMPLETE, "the weights are in the cache")
-    return _serving(observed, desired_replicas, cache)
+    return _serving(observed, desired_replicas, with_note(cache, view.note))
 
 
 def _cache_condition(observed: Snapshot) -> tuple[Condition, Phase]:
