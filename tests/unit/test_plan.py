@@ -169,7 +169,7 @@ def test_a_default_image_older_than_the_model_needs_is_refused(catalog: Catalog)
     err = refusal(catalog, old, model="deepseek-vl2", sizeInBillions=3, engine="vllm")
     assert err.reason == Reason.ENGINE_TOO_OLD
     assert err.message == (
-        "deepseek-vl2 3B pytorch none: vllm 0.6.6 (image "
+        "deepseek-vl2 3B pytorch none: vllm 0.6.6.post1 (image "
         "registry.local/vllm-openai:v0.6.6.post1-cu124) is older than 0.7.0, the first vllm "
         "release that runs this model")
     # the same image serves a model without a minimum; a new enough one serves DeepSeek-VL2
