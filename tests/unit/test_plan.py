@@ -124,7 +124,7 @@ REFUSALS = [
      "engine vllm cannot serve deepseek-v2-chat 16B pytorch 4-bit; engines that can: "
      "transformers"),
     ({"model": "deepseek-vl2", "sizeInBillions": 16, "engine": "vllm",
-      "image": "vllm/vllm-openai:v0.6.6"}, Reason.ENGINE_NOT_ALLOWED,
+      "image": "vllm/vllm-openai:v0.6.6"}, Reason.ENGINE_TOO_OLD,
      "vllm 0.6.6 (image vllm/vllm-openai:v0.6.6) is older than 0.7.0, the first vllm release "
      "that runs this model"),
     ({"model": "deepseek-v2-chat", "sizeInBillions": 16, "engineArgs": ["--port=9000"]},
@@ -161,6 +161,23 @@ def test_image_not_configured(catalog: Catalog) -> None:
                   engine="transformers")
     assert err.reason == Reason.IMAGE_NOT_CONFIGURED
     assert "images.transformers-vl2" in err.message
+
+
+def test_a_default_image_older_than_the_model_needs_is_refused(catalog: Catalog) -> None:
+    """The operator's configured image (not only spec.image) is held to the catalog's minimum."""
+    old = OperatorConfig(images={"vllm": "registry.local/vllm-openai:v0.6.6.post1-cu124"})
+    err = refusal(catalog, old, model="deepseek-vl2", sizeInBillions=3, engine="vllm")
+    assert err.reason == Reason.ENGINE_TOO_OLD
+    assert err.message == (
+        "deepseek-vl2 3B pytorch none: vllm 0.6.6.post1 (image "
+        "registry.local/vllm-openai:v0.6.6.post1-cu124) is older than 0.7.0, the first vllm "
+        "release that runs this model")
+    # the same image serves a model without a minimum; a new enough one serves DeepSeek-VL2
+    assert plan(catalog, old, model="deepseek-v2-chat", sizeInBillions=16).image.endswith(
+        "v0.6.6.post1-cu124")
+    new = OperatorConfig(images={"vllm": "vllm/vllm-openai:v0.7.0"})
+    assert plan(catalog, new, model="deepseek-vl2", sizeInBillions=3, engine="vllm").image == \
+        "vllm/vllm-openai:v0.7.0"
 
 
 def test_resolution_details(catalog: Catalog, config: OperatorConfig) -> None:

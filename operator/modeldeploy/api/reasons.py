@@ -20,6 +20,7 @@ class Reason:
     UNKNOWN_SPEC = "UnknownSpec"
     UNKNOWN_QUANTIZATION = "UnknownQuantization"
     ENGINE_NOT_ALLOWED = "EngineNotAllowed"
+    ENGINE_TOO_OLD = "EngineTooOld"
     HUB_NOT_AVAILABLE = "HubNotAvailable"
     NO_GPU_FITS = "NoGPUFits"
     INVALID_GPU_COUNT = "InvalidGPUCount"

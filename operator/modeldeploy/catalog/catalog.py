@@ -118,23 +118,30 @@ class Catalog:
     def engine_version_problem(self, engine: Engine, rule: EngineRule, image: str) -> str | None:
         """Why this image's engine is too old for the rule's minimum version, or None.
 
-        The version is read from the image tag (``vllm/vllm-openai:v0.31.0``); a tag that is
-        no version (``latest``, a digest) is taken to be recent.
+        The version is read from the image tag (``vllm/vllm-openai:v0.31.0``,
+        ``lmsysorg/sglang:v0.4.4.post2-cu124``); a tag that is no version (``latest``, a
+        digest) is taken to be recent.
         """
         if rule.minVersion is None:
             return None
         tag = image.rsplit("@", 1)[0].rsplit("/", 1)[-1]
-        found = re.match(r"^[^:]+:v?(\d+(?:\.\d+)*)", tag)
+        found = re.match(r"^[^:]+:v?(\d+(?:\.\d+)*(?:\.post\d+)?)", tag)
         if found is None:
             return None
-        if _version(found.group(1)) >= _version(rule.minVersion):
+        if not version_older(found.group(1), rule.minVersion):
             return None
         return (f"{engine.value} {found.group(1)} (image {image}) is older than {rule.minVersion}, "
                 f"the first {engine.value} release that runs this model")
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
+def version_older(version: str, than: str) -> bool:
+    """``0.6.6 < 0.6.6.post1 < 0.7 == 0.7.0`` (releases and post-releases, as engines tag)."""
+    def key(text: str) -> tuple[tuple[int, ...], int]:
+        release, _, post = text.partition(".post")
+        return tuple(int(p) for p in release.split(".")), int(post) if post else -1
+    (a, a_post), (b, b_post) = key(version), key(than)
+    width = max(len(a), len(b))
+    return (a + (0,) * (width - len(a)), a_post) < (b + (0,) * (width - len(b)), b_post)
 
 
 def parse_size(value: float | str) -> float:

@@ -38,8 +38,8 @@ class EngineRule(_Row):
     imageVariant: str | None = Field(
         default=None, description="Named image of the engine (operator defaults map it).")
     minVersion: str | None = Field(
-        default=None, pattern=r"^[0-9]+(\.[0-9]+)*$",
-        description="Oldest engine release that runs this model (e.g. 0.7.0).")
+        default=None, pattern=r"^[0-9]+(\.[0-9]+)*(\.post[0-9]+)?$",
+        description="Oldest engine release that runs this model (e.g. 0.7.0, 0.4.4.post2).")
 
 
 class Spec(_Row):
@@ -137,7 +137,8 @@ class Architectures(_Row):
                                           "of its own (value: why).")
     imageVariants: dict[NonEmpty, NonEmpty] = Field(
         default_factory=dict, description="Architectures served by a named image of the engine.")
-    minVersions: dict[NonEmpty, NonEmpty] = Field(
+    minVersions: dict[NonEmpty, Annotated[str, Field(
+        pattern=r"^[0-9]+(\.[0-9]+)*(\.post[0-9]+)?$")]] = Field(
         default_factory=dict, description="Oldest release that runs an architecture.")
 
     def runs(self, architecture: str) -> bool:

@@ -137,7 +137,7 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
     image = _image(spec, engine, rule, config)
     too_old = catalog.engine_version_problem(engine, rule, image)
     if too_old:
-        raise PlanError(Reason.ENGINE_NOT_ALLOWED, f"{title}: {too_old}")
+        raise PlanError(Reason.ENGINE_TOO_OLD, f"{title}: {too_old}")
     tensor_parallel = gpus if module.tensor_parallel else 1
     max_model_len = _max_model_len(spec, family)
     served = spec.servedModelName or name
