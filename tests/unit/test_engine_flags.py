@@ -39,6 +39,11 @@ def plan_error(catalog: Catalog, config: OperatorConfig, **spec: Any) -> PlanErr
     ("sglang", ["--tensor-parallel-size", "2"], "from spec.gpu.count"),
     ("sglang", ["--context-len", "9"], "(the engine reads it as --context-length)"),
     ("sglang", ["--model", "/x"], "from spec.model"),
+    # SGLang reads no `_` spelling: --tp_size is no override there but an unknown flag, which
+    # would stop the engine at start
+    ("sglang", ["--tp_size", "2"], "engineArgs --tp_size is not a sglang flag (sglang would "
+                                   "stop at start: unrecognized arguments); --tp-size"),
+    ("sglang", ["--context_length=9"], "--context-length, which it means"),
     ("transformers", ["--quant", "4-bit"], "(the engine reads it as --quantization)"),
     ("transformers", ["--max-model", "9"], "from spec.maxModelLen"),
 ])
@@ -53,8 +58,7 @@ def test_spellings_that_reach_a_managed_flag_are_refused(
 @pytest.mark.parametrize(("engine", "args"), [
     ("vllm", ["--enforce-eager", "--max-num-seqs", "8", "--gpu_memory_utilization=0.8"]),
     ("vllm", ["--hf-overrides", '{"a": 1}', "--chat-template", "-", "--seed", "-1"]),
-    # SGLang reads no `_` spelling: --tp_size is an unknown flag there, not --tp-size
-    ("sglang", ["--mem-fraction-static", "0.8", "--tp_size", "2"]),
+    ("sglang", ["--mem-fraction-static", "0.8", "--enable-torch-compile"]),
     ("transformers", ["--max-batch-size", "4", "--dtype", "bfloat16"]),
 ])
 def test_other_engine_args_pass(catalog: Catalog, config: OperatorConfig, engine: str,

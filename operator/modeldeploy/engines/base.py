@@ -9,7 +9,7 @@ its image default.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..api import Engine, PlanError, Reason
 from .flags import FlagSyntax, managed_flag
@@ -62,6 +62,7 @@ class EngineModule:
         for arg in args:
             managed = managed_flag(arg, self.managed_flags, self.flag_syntax)
             if managed is None:
+                self._check_misspelt(arg)
                 continue
             written = arg.split("=", 1)[0]
             read_as = "" if written == managed else f" (the engine reads it as {managed})"
@@ -69,6 +70,21 @@ class EngineModule:
                 Reason.INVALID_ENGINE_ARGS,
                 f"engineArgs may not set {written}{read_as} for {self.engine.value}: the "
                 f"operator sets it from {self.managed_flags[managed]}")
+
+    def _check_misspelt(self, arg: str) -> None:
+        """An underscore spelling of a managed flag that this engine does not read as one
+        (SGLang's ``--tp_size``) is no override, but the engine would refuse it at start."""
+        if self.flag_syntax.underscores_are_dashes:
+            return
+        lenient = replace(self.flag_syntax, underscores_are_dashes=True)
+        managed = managed_flag(arg, self.managed_flags, lenient)
+        if managed is not None:
+            written = arg.split("=", 1)[0]
+            raise PlanError(
+                Reason.INVALID_ENGINE_ARGS,
+                f"engineArgs {written} is not a {self.engine.value} flag ({self.engine.value} "
+                f"would stop at start: unrecognized arguments); {managed}, which it means, "
+                f"is set by the operator from {self.managed_flags[managed]}")
 
     def check_env(self, names: Sequence[str]) -> None:
         """Refuse env entries that would replace what the operator sets in the container."""
