@@ -103,3 +103,36 @@ def test_a_failed_download_is_retried_by_a_spec_change(cluster: Cluster, namespa
         assert first["metadata"]["uid"] in uids and len(uids) == 2
     finally:
         fixed.stop()
+
+
+def test_a_failed_download_is_retried_by_the_retry_annotation(
+        cluster: Cluster, namespace: str, crd: None, tmp_path: Path) -> None:
+    failing = OperatorProcess(cluster, namespace, tmp_path, config={
+        "downloadBackoffLimit": 0,
+        "downloadPodAnnotations": {"e2e.modeldeploy.dev/outcome": "fail"}}).start()
+    try:
+        apply(cluster, namespace, lite("again"))
+        wait_condition(cluster, namespace, "again", "CacheReady", "DownloadFailed")
+
+        def job_uids() -> set[str]:
+            created = items(cluster, "events", namespace, "--field-selector=involvedObject."
+                            "kind=Job,reason=SuccessfulCreate")
+            return {e["involvedObject"]["uid"] for e in created}
+
+        first = job_uids()
+        assert len(first) == 1
+        # a time before the failure asks for nothing
+        cluster.kubectl("annotate", "-n", namespace, f"{MD}/again", "--overwrite",
+                        "modeldeploy.dev/retry-download=2000-01-01T00:00:00Z")
+        time.sleep(3)
+        assert job_uids() == first
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        cluster.kubectl("annotate", "-n", namespace, f"{MD}/again", "--overwrite",
+                        f"modeldeploy.dev/retry-download={now}")
+        wait_for("a second download Job", lambda: len(job_uids()) == 2 or None, timeout=60)
+        # it fails too (the loader still fails here): the same annotation asks for no third
+        wait_condition(cluster, namespace, "again", "CacheReady", "DownloadFailed")
+        time.sleep(3)
+        assert len(job_uids()) == 2
+    finally:
+        failing.stop()

@@ -15,6 +15,8 @@ REVISION_ANNOTATION = f"{GROUP}/revision"
 HUB_ANNOTATION = f"{GROUP}/hub"
 CACHE_COMPLETE_ANNOTATION = f"{GROUP}/cache-complete"
 RETAIN_ANNOTATION = f"{GROUP}/retain"
+# On a ModelDeployment: a time (RFC 3339, UTC) after which a failed download is tried again.
+RETRY_ANNOTATION = f"{GROUP}/retry-download"
 
 
 def serving_labels(name: str) -> dict[str, str]:

@@ -14,10 +14,12 @@ from modeldeploy.actions import Action, Apply
 from modeldeploy.api import ModelDeploymentSpec
 from modeldeploy.cache.decide import (
     cache_actions,
+    cleanup_actions,
     is_complete,
     job_actions,
     lost_deployment_actions,
     prune_actions,
+    retry_after_failure,
     wanted_claim,
 )
 from modeldeploy.cache.objects import download_job
@@ -366,3 +368,28 @@ def test_a_hub_change_says_both_hubs(catalog: Catalog, config: OperatorConfig) -
     assert cache[2].startswith(
         f"serving revision {old.revision} of huggingface from cache {old.cache.claim_name} "
         f"while revision {new.revision} of modelscope downloads")
+
+
+FAILED_AT = "2026-01-01T10:00:00Z"
+FAILED_JOB: Obj = {"metadata": {"name": "dl"}, "status": {"conditions": [
+    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+     "lastTransitionTime": FAILED_AT}]}}
+
+
+@pytest.mark.parametrize(("asked", "generation", "observed", "retried"), [
+    (None, 1, 1, False),
+    (None, 2, 1, True),  # a spec change since the failure was shown
+    ("2026-01-01T10:00:01Z", 1, 1, True),
+    ("2026-01-01T11:00:00+01:00", 1, 1, False),  # the same instant as the failure
+    ("2026-01-01T09:59:59Z", 1, 1, False),  # asked before this failure: already retried
+    ("yes please", 1, 1, False),
+    ("", 1, 1, False),
+])
+def test_a_failed_download_is_retried_when_asked(catalog: Catalog, config: OperatorConfig,
+                                                 asked: str | None, generation: int,
+                                                 observed: int, retried: bool) -> None:
+    plan = make_plan("md", "llm", ModelDeploymentSpec(model="deepseek-v2-chat",
+                                                      sizeInBillions=16), catalog, config)
+    actions = cleanup_actions(plan, generation, observed, False, FAILED_JOB, asked)
+    assert bool(actions) is retried
+    assert retry_after_failure(asked, {"status": {}}) is False  # a Job that did not fail

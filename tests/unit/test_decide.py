@@ -288,7 +288,8 @@ def test_a_failed_download_says_the_loaders_words_and_how_to_retry(plan: Plan) -
     assert decision.status is not None and decision.status["phase"] == "Failed"
     cache = next(c for c in decision.status["conditions"] if c["type"] == "CacheReady")
     assert "revision 'x' does not exist" in cache["message"]
-    assert "to retry, change the spec or delete Job" in cache["message"]
+    assert "to retry, change the spec, or set the annotation modeldeploy.dev/retry-download" \
+        in cache["message"] and "or delete Job" in cache["message"]
     assert not [a for a in decision.actions if isinstance(a, Delete)]
     # a spec changed since the failure was shown: the failed Job goes, a new try follows
     shown = decision.status

@@ -22,6 +22,7 @@ The rules of the cache's lifecycle:
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from ..actions import Action, Apply, Delete, apply_if_differs, matches
@@ -204,17 +205,39 @@ def _download_deletes(namespace: str, claim_name: str) -> list[Action]:
 
 def cleanup_actions(plan: Plan, body_generation: int | None,
                     observed_generation: int | None, complete: bool,
-                    job: Obj | None) -> list[Action]:
+                    job: Obj | None, retry_asked: str | None = None) -> list[Action]:
     """A finished download's Job goes once the claim records it (and after the engine's
     objects are applied: a refused Deployment leaves the finished Job to look at). A failed
-    one goes when a user of the cache changed its spec since the failure was shown: the next
+    one goes when a user of the cache changed its spec since the failure was shown, or asked
+    for a retry (``retry_asked``: its retry annotation, a time after the failure): the next
     reconcile starts a new try."""
     if job is None:
         return []
-    retry = download_failed(job) and body_generation != observed_generation
+    retry = download_failed(job) and (body_generation != observed_generation or
+                                      retry_after_failure(retry_asked, job))
     if complete or retry:
         return _download_deletes(plan.namespace, plan.cache.claim_name)
     return []
+
+
+def retry_after_failure(asked: str | None, job: Obj) -> bool:
+    """The retry annotation names a time after the Job failed. A time, not any new value:
+    users of a shared cache with different values never retry in turn for ever."""
+    failed_at = next((c.get("lastTransitionTime") for c in
+                      ((job.get("status") or {}).get("conditions") or [])
+                      if c.get("type") == "Failed" and c.get("status") == "True"), None)
+    when, since = _utc(asked), _utc(failed_at)
+    return when is not None and since is not None and when > since
+
+
+def _utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def prune_actions(me: Owner, wanted: str, owned: list[tuple[Obj, Obj | None]],

@@ -35,6 +35,7 @@ from ..cache.objects import cache_claim, download_identity, download_job
 from ..cache.status import cache_view
 from ..gateway.handover import autoscaled_actions
 from ..gateway.status import desired_replicas, scaling_phase
+from ..labels import RETRY_ANNOTATION
 from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
@@ -105,7 +106,7 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
             actions.insert(0, Check(wanted_deployment))
     actions += service_actions(wanted_service, snap.service)
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
-                               snap.job)
+                               snap.job, (meta.get("annotations") or {}).get(RETRY_ANNOTATION))
     actions += prune_actions(me, plan.cache.claim_name, snap.owned, snap.deployment)
     actions = mark_creates(actions, _held(snap))
     view = cache_view(plan, snap.claim, snap.deployment, snap.owned,

@@ -19,6 +19,7 @@ from ..api import (
 )
 from ..api.reasons import PROGRESS_REASONS
 from ..cache.status import CacheView, serving_condition, with_note
+from ..labels import RETRY_ANNOTATION
 from ..loader import (
     PROGRESS_ANNOTATION,
     Progress,
@@ -114,7 +115,10 @@ def _cache_condition(observed: Snapshot) -> tuple[Condition, Phase]:
         name = (observed.job or {}).get("metadata", {}).get("name", "")
         return (condition(CACHE_READY, False, Why.DOWNLOAD_FAILED,
                           f"download failed: {failed}" + (f"; {detail}" if detail else "") +
-                          f"; to retry, change the spec or delete Job {name}"),
+                          f"; to retry, change the spec, or set the annotation "
+                          f"{RETRY_ANNOTATION} to the time now (kubectl annotate --overwrite "
+                          f"md NAME {RETRY_ANNOTATION}=$(date -u +%Y-%m-%dT%H:%M:%SZ)), or "
+                          f"delete Job {name}"),
                 Phase.FAILED)
     for pod in observed.job_pods:
         waiting = _waiting(pod)
