@@ -29,6 +29,8 @@ class Reason:
     INVALID_CACHE_SIZE = "InvalidCacheSize"
     INVALID_REVISION = "InvalidRevision"
     INVALID_SPEC = "InvalidSpec"
+    ENGINE_NOT_MULTI_NODE = "EngineNotMultiNode"
+    CACHE_NOT_SHARED = "CacheNotShared"
 
 
 class Why:
@@ -53,6 +55,7 @@ class Why:
     INVALID = Reason.INVALID_SPEC
     API_ERROR = "APIError"
     RECONCILE_ERROR = "ReconcileError"
+    LWS_MISSING = "LeaderWorkerSetMissing"
 
 
 # Reasons of conditions that are not (yet) true on the normal way to Ready: no Warning event.

@@ -30,6 +30,7 @@ from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
 from ..render.serving import deployment
+from .multinode import group_actions, group_snapshot, missing_assessment, retire_group
 from .read import Snapshot
 from .status import Assessment, assess, condition, merge
 
@@ -64,11 +65,14 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     owners = Owners.of(me, cache_users)
     complete = is_complete(plan, snap.claim, snap.job)
     actions = cache_actions(plan, owners, complete, snap.claim, snap.job)
-    if complete:
+    if complete and plan.multi_node:
+        actions += group_actions(plan, owners.controller, snap)
+    elif complete:
         wanted = deployment(plan, owners.controller)
         autoscaled = autoscaled_actions(plan.spec, wanted, snap.deployment)
         actions += apply_if_differs(wanted, snap.deployment) if autoscaled is None \
             else autoscaled
+        actions += retire_group(plan, snap)
     actions += apply_if_differs(service(plan, owners.controller), snap.service)
     actions += cleanup_actions(plan, meta.get("generation"), old.observedGeneration, complete,
                                snap.job)
@@ -76,14 +80,20 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
     replicas = desired_replicas(plan.spec, snap.deployment)
-    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas))
+    if plan.multi_node:
+        assessment = assess(group_snapshot(snap), complete, replicas)
+        if complete and not snap.lws_installed:
+            assessment = missing_assessment(plan, assessment)
+    else:
+        assessment = scaling_phase(plan.spec, assess(snap, complete, replicas))
     status, events = _status(body, old, plan, assessment, now)
     return Decision(actions, status, events)
 
 
 def resolved_condition(plan: Plan) -> Condition:
-    return condition(RESOLVED, True, Why.RESOLVED,
-                     f"{plan.title} on {plan.engine.value}: {plan.gpus} GPU(s) per replica")
+    split = f"{plan.split} per replica" if plan.multi_node else \
+        f"{plan.gpus} GPU(s) per replica"
+    return condition(RESOLVED, True, Why.RESOLVED, f"{plan.title} on {plan.engine.value}: {split}")
 
 
 def _status(body: Obj, old: ModelDeploymentStatus, plan: Plan | None, assessment: Assessment,
@@ -115,9 +125,12 @@ def _status(body: Obj, old: ModelDeploymentStatus, plan: Plan | None, assessment
 def _resolved(plan: Plan) -> ResolvedPlan:
     return ResolvedPlan(
         modelId=plan.model_id, revision=plan.revision, hub=plan.hub, engine=plan.engine,
-        image=plan.image, gpusPerReplica=plan.gpus, tensorParallelSize=plan.tensor_parallel,
+        image=plan.image, gpusPerReplica=plan.gpus_per_replica,
+        tensorParallelSize=plan.tensor_parallel,
         maxModelLen=plan.max_model_len, cacheClaim=plan.cache.claim_name,
-        servedModelName=plan.served_model_name)
+        servedModelName=plan.served_model_name,
+        **({"nodesPerReplica": plan.nodes, "pipelineParallelSize": plan.pipeline_parallel,
+            "split": plan.split} if plan.multi_node else {}))
 
 
 def _reason_of(status: ModelDeploymentStatus, kind: str) -> str | None:

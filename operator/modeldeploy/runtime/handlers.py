@@ -21,7 +21,15 @@ import kopf
 
 from .. import GROUP, PLURAL, VERSION
 from ..labels import MANAGED_BY, MANAGED_BY_VALUE
-from ..reconcile.read import CLAIM, DEPLOYMENT, JOB, MODEL_DEPLOYMENT, POD, SERVICE
+from ..reconcile.read import (
+    CLAIM,
+    DEPLOYMENT,
+    JOB,
+    LEADER_WORKER_SET,
+    MODEL_DEPLOYMENT,
+    POD,
+    SERVICE,
+)
 from .kube import Kube
 from .metrics import QUEUE_DEPTH, RESYNC_PASSES, WATCH_EVENTS
 from .operator import Obj, Operator
@@ -133,6 +141,9 @@ WATCHED: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
     DEPLOYMENT: (("apps", "v1", "deployments"), MANAGED),
     SERVICE: (("v1", "services"), MANAGED),
     POD: (("v1", "pods"), MANAGED),
+    # served only where LeaderWorkerSet is installed: kopf watches a kind the API lacks once
+    # its CRD appears, and until then warns and serves the others
+    LEADER_WORKER_SET: (("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"), MANAGED),
 }
 
 

@@ -40,6 +40,11 @@ KINDS: dict[str, Any] = {
     "RoleBinding": RoleBinding,
 }
 
+LeaderWorkerSet = create_namespaced_resource("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet",
+                                            "leaderworkersets")
+KINDS["LeaderWorkerSet"] = LeaderWorkerSet
+
+
 class _PartialDeployment(NamespacedResourceG, Generic):  # type: ignore[misc]
     """A Deployment as a plain dict, for an apply of a few of its fields."""
 
@@ -64,6 +69,18 @@ class Kube:
         found = self.client.list(KINDS[kind], namespace=namespace, labels=selectors,
                                  fields=field_selectors)
         return [_as_dict(o) async for o in found]
+
+    async def served(self, kind: str, namespace: str) -> bool:
+        """Whether the API serves KIND (False when its CRD is not installed: 404)."""
+        self._count("list", kind)
+        try:
+            async for _ in self.client.list(KINDS[kind], namespace=namespace, chunk_size=1):
+                break
+        except ApiError as err:
+            if err.status.code == 404:
+                return False
+            raise
+        return True
 
     async def apply(self, obj: Obj, field_manager: str | None = None,
                     partial: bool = False) -> Obj:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..objects import Owner
 from ..plan import Plan, plan_for
 from ..reconcile.decide import Decision, Event, decide
 from ..reconcile.execute import Writer, execute, write_status
+from ..reconcile.multinode import lws_installed
 from ..reconcile.read import (
     KINDS,
     MODEL_DEPLOYMENT,
@@ -142,6 +143,9 @@ class Operator:
             return decide(body, plan, Snapshot(), [], now())
         uid = body["metadata"]["uid"]
         snap = await read(self.store, self.kube, plan, uid)
+        if plan.multi_node:
+            snap = replace(snap, lws_installed=await lws_installed(self.store, self.kube,
+                                                                   plan.namespace))
         return decide(body, plan, snap, self._cache_users(plan), now())
 
     def _cache_users(self, plan: Plan) -> list[Owner]:
