@@ -40,6 +40,10 @@ KINDS: dict[str, Any] = {
     "RoleBinding": RoleBinding,
 }
 
+# the status error of lightkube's HTTP library (ApiError's base class): what a path the API does
+# not serve raises, with no Status body to make an ApiError of
+HTTPStatusError: type[Exception] = ApiError.__bases__[0]
+
 LeaderWorkerSet = create_namespaced_resource("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet",
                                             "leaderworkersets")
 KINDS["LeaderWorkerSet"] = LeaderWorkerSet
@@ -76,8 +80,8 @@ class Kube:
         try:
             async for _ in self.client.list(KINDS[kind], namespace=namespace, chunk_size=1):
                 break
-        except ApiError as err:
-            if err.status.code == 404:
+        except HTTPStatusError as err:  # lightkube's ApiError is one too
+            if getattr(getattr(err, "response", None), "status_code", None) == 404:
                 return False
             raise
         return True
