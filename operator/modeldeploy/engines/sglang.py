@@ -19,6 +19,7 @@ MANAGED = {
     "--nnodes": "spec.gpu.nodes",
     "--node-rank": "the operator (each pod's index in its LeaderWorkerSet group)",
     "--dist-init-addr": "the operator (the group's leader pod)",
+    "--nccl-init-addr": "the operator (the group's leader pod)",
 }
 
 # where the ranks of a group meet (torch.distributed) on the leader
