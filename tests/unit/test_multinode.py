@@ -95,6 +95,8 @@ REFUSALS = [
      ["needs 2 nodes x 8 GPUs, but transformers cannot serve one replica across nodes; "
       "engines that can: vllm, sglang (spec.engine)"]),
     ({"gpu": {"nodes": 1, "memoryGiB": 40}}, Reason.NO_GPU_FITS, ["a node holds at most 8"]),
+    ({"gpu": {"memoryGiB": 40}, "cache": SHARED, "autoscaling": {"maxReplicas": 2}},
+     Reason.INVALID_SPEC, ["autoscaling scales replicas of one node;", "on 2 nodes x 8 GPUs"]),
     # 15 GPUs on two nodes of at most 8: no layout
     ({"gpu": {"memoryGiB": 40, "count": 15}, "cache": SHARED}, Reason.INVALID_GPU_COUNT,
      ["is not a valid tensor-parallel size"]),

@@ -310,6 +310,10 @@ def _layout(spec: ModelDeploymentSpec, cat_spec: Spec, need: GpuNeed, module: En
                         f"{before}{title} on {layout} needs a cache every node can mount, and "
                         f"cache.accessMode is {access_mode}: set cache.accessMode: "
                         f"ReadWriteMany with a StorageClass that offers it ({SHARED_STORAGE})")
+    if spec.autoscaling is not None:
+        raise PlanError(Reason.INVALID_SPEC,
+                        f"autoscaling scales replicas of one node; {title} on {layout} per "
+                        f"replica scales with spec.replicas: leave autoscaling out")
     return gpus, nodes
 
 
