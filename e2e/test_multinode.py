@@ -80,6 +80,8 @@ def test_236b_on_40gb_gpus_is_a_leader_worker_set_across_two_nodes(
     assert (resolved["nodesPerReplica"], resolved["gpusPerReplica"],
             resolved["tensorParallelSize"], resolved["pipelineParallelSize"]) == (2, 16, 8, 2)
     assert "2 nodes x 8 GPUs, TP 8 x PP 2 per replica" in condition(md, "Resolved")["message"]
+    wide = cluster.kubectl("get", MD, "v2", "-n", ns, "-o", "wide").stdout
+    assert "2 nodes x 8 GPUs, TP 8 x PP 2" in wide, wide
 
     lws = get(cluster, LWS, ns, "v2")
     assert lws is not None
