@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness import Cluster
 from helpers import (
@@ -190,3 +191,36 @@ def test_without_the_leader_worker_set_crd_the_operator_says_what_to_install(
         assert operator.healthy()
     finally:
         operator.stop()
+
+
+def test_with_the_charts_default_rbac_the_operator_serves_one_node_models_and_says_what_to_grant(
+        lws_cluster: Cluster, lws_crd: None, lws_namespace: str, tmp_path: Path) -> None:
+    """LeaderWorkerSet installed, but the operator's RBAC (the chart's default) does not cover
+    it: no watch that RBAC would refuse (it would hold every other handler back); one-node
+    models are served, a multi-node one says what to grant."""
+    cluster, ns = lws_cluster, lws_namespace
+    chart = Path(__file__).resolve().parent.parent / "charts" / "modeldeploy"
+    rendered = cluster.helm("template", "md", str(chart), "--namespace", ns).stdout
+    (role,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ClusterRole"]
+    assert not any("leaderworkerset.x-k8s.io" in r["apiGroups"] for r in role["rules"])
+    name = f"{ns}-operator"
+    role["metadata"] = {"name": name}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(role))
+    cluster.kubectl("create", "serviceaccount", "operator", "-n", ns)
+    cluster.kubectl("create", "clusterrolebinding", name, f"--clusterrole={name}",
+                    f"--serviceaccount={ns}:operator")
+    kubeconfig = cluster.service_account_kubeconfig(ns, "operator")
+    operator = OperatorProcess(cluster, ns, tmp_path, kubeconfig=kubeconfig).start()
+    try:
+        apply(cluster, ns, lite("small"))
+        apply(cluster, ns, big("v2", cache=SHARED))
+        wait_available(cluster, ns, "small")
+        waiting = wait_condition(cluster, ns, "v2", "Available", "LeaderWorkerSetMissing",
+                                 timeout=120)
+        assert "RBAC does not let the operator manage" in waiting["message"]
+        assert "rbac.leaderWorkerSets=true" in waiting["message"]
+        assert items(cluster, LWS, ns) == []
+        assert "forbidden" not in operator.log().lower()
+    finally:
+        operator.stop()
+        cluster.kubectl("delete", "clusterrolebinding,clusterrole", name, check=False)

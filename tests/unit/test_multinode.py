@@ -282,3 +282,15 @@ def test_moving_between_one_node_and_several_deletes_the_other_kind(
     decision = decide(body(), one, cached(one, lws=old_group), [ME], NOW)
     assert Delete("LeaderWorkerSet", "llm", "md") in decision.actions
     assert "Deployment" in [a.obj["kind"] for a in decision.actions if isinstance(a, Apply)]
+
+
+def test_without_rbac_for_them_the_status_says_what_to_grant(group: Plan) -> None:
+    snap = cached(group, lws_installed=False, lws_forbidden=True)
+    decision = decide(body(), group, snap, [ME], NOW)
+    assert [a.obj["kind"] for a in decision.actions if isinstance(a, Apply)] == ["Service"]
+    assert decision.status is not None
+    (available,) = [c for c in decision.status["conditions"] if c["type"] == "Available"]
+    assert available["reason"] == "LeaderWorkerSetMissing"
+    assert "RBAC does not let the operator manage leaderworkersets.leaderworkerset.x-k8s.io: " \
+        "grant it get, list, watch, create, patch, delete on them (the chart: " \
+        "rbac.leaderWorkerSets=true), then restart it" in available["message"]

@@ -83,7 +83,7 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     if plan.multi_node:
         assessment = assess(group_snapshot(snap), complete, replicas)
         if complete and not snap.lws_installed:
-            assessment = missing_assessment(plan, assessment)
+            assessment = missing_assessment(plan, assessment, snap.lws_forbidden)
     else:
         assessment = scaling_phase(plan.spec, assess(snap, complete, replicas))
     status, events = _status(body, old, plan, assessment, now)

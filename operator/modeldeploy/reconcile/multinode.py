@@ -24,6 +24,7 @@ Obj = dict[str, Any]
 
 CRD_NAME = "leaderworkersets.leaderworkerset.x-k8s.io"
 INSTALL = "https://github.com/kubernetes-sigs/lws"
+LWS_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 # how long an answer to "does the API serve LeaderWorkerSets" is kept
 INSTALLED_TTL = 60.0
 MISSING_TTL = 10.0
@@ -50,11 +51,17 @@ def group_snapshot(snap: Snapshot) -> Snapshot:
     return replace(snap, deployment=snap.lws)
 
 
-def missing_assessment(plan: Plan, assessed: Assessment) -> Assessment:
-    """The cluster has no LeaderWorkerSet API: say what to install, keep the cache's state."""
-    message = (f"{plan.title} is served on {plan.split} by a {KIND}, and this cluster has no "
-               f"{CRD_NAME}: install LeaderWorkerSet (version {LWS_TESTED_VERSION} or later, "
-               f"{INSTALL})")
+def missing_assessment(plan: Plan, assessed: Assessment, forbidden: bool = False) -> Assessment:
+    """The cluster has no LeaderWorkerSet API, or the operator may not use it: say what to
+    install or grant, keep the cache's state."""
+    if forbidden:
+        message = (f"{plan.title} is served on {plan.split} by a {KIND}, and RBAC does not let "
+                   f"the operator manage {CRD_NAME}: grant it {', '.join(LWS_VERBS)} on them "
+                   f"(the chart: rbac.leaderWorkerSets=true), then restart it")
+    else:
+        message = (f"{plan.title} is served on {plan.split} by a {KIND}, and this cluster has "
+                   f"no {CRD_NAME}: install LeaderWorkerSet (version {LWS_TESTED_VERSION} or "
+                   f"later, {INSTALL})")
     cache = [c for c in assessed.conditions if c.type == CACHE_READY]
     return Assessment(Phase.PENDING, [*cache, condition(AVAILABLE, False, Why.LWS_MISSING,
                                                         message)],

@@ -48,6 +48,7 @@ class Snapshot:
     owned: list[tuple[Obj, Obj | None]] = field(default_factory=list)
     lws: Obj | None = None
     lws_installed: bool = True  # whether the API serves LeaderWorkerSets (multi-node plans)
+    lws_forbidden: bool = False  # RBAC does not let the operator manage them
 
 
 def trim(kind: str, body: Obj) -> Obj:

@@ -142,7 +142,9 @@ WATCHED: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
     SERVICE: (("v1", "services"), MANAGED),
     POD: (("v1", "pods"), MANAGED),
     # served only where LeaderWorkerSet is installed: kopf watches a kind the API lacks once
-    # its CRD appears, and until then warns and serves the others
+    # its CRD appears, and until then warns and serves the others. Registered only when the
+    # operator may list and watch it (watch_leader_worker_sets): a watch RBAC refuses would
+    # hold every other handler back, kopf waiting for its first listing.
     LEADER_WORKER_SET: (("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"), MANAGED),
 }
 
@@ -160,4 +162,9 @@ def _register(kind: str, resource: tuple[str, ...], labels: dict[str, str] | Non
 
 
 for _kind, (_resource, _labels) in WATCHED.items():
-    _register(_kind, _resource, _labels)
+    if _kind != LEADER_WORKER_SET:
+        _register(_kind, _resource, _labels)
+
+
+def watch_leader_worker_sets() -> None:
+    _register(LEADER_WORKER_SET, *WATCHED[LEADER_WORKER_SET])

@@ -6,10 +6,12 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import ApiError, AsyncClient, codecs
+from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.core.resource import NamespacedResourceG
 from lightkube.generic_resource import Generic, create_api_info, create_namespaced_resource
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import (
     Event,
@@ -127,6 +129,27 @@ class Kube:
             "reportingComponent": FIELD_MANAGER, "reportingInstance": socket.gethostname(),
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         }))
+
+
+LWS_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+
+def may_manage_leader_worker_sets(namespaces: list[str]) -> bool:
+    """Whether RBAC lets this identity manage LeaderWorkerSets in every watched namespace (all
+    of them when none is named). Asked once at start (SelfSubjectAccessReview), whether or
+    not the CRD is installed."""
+    client = Client(field_manager=FIELD_MANAGER)
+    scopes: list[str | None] = list(namespaces) or [None]
+    for namespace in scopes:
+        for verb in LWS_VERBS:
+            review = SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(
+                resourceAttributes=ResourceAttributes(
+                    group="leaderworkerset.x-k8s.io", resource="leaderworkersets", verb=verb,
+                    namespace=namespace)))
+            answer = client.create(review)
+            if answer.status is None or not answer.status.allowed:
+                return False
+    return True
 
 
 def _as_dict(obj: Any) -> Obj:

@@ -63,6 +63,7 @@ class Operator:
     # resourceVersion of each object's last write by this operator (None: deleted by it)
     own_writes: dict[WriteKey, str | None] = field(default_factory=dict)
     queue: WorkQueue | None = None
+    lws_allowed: bool = True  # RBAC lets it manage LeaderWorkerSets (checked at start)
     _posting: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- the watches --------------------------------------------------------------------
@@ -143,7 +144,9 @@ class Operator:
             return decide(body, plan, Snapshot(), [], now())
         uid = body["metadata"]["uid"]
         snap = await read(self.store, self.kube, plan, uid)
-        if plan.multi_node:
+        if plan.multi_node and not self.lws_allowed:
+            snap = replace(snap, lws_installed=False, lws_forbidden=True)
+        elif plan.multi_node:
             snap = replace(snap, lws_installed=await lws_installed(self.store, self.kube,
                                                                    plan.namespace))
         return decide(body, plan, snap, self._cache_users(plan), now())
