@@ -3,6 +3,8 @@
 `cluster` starts one control plane per pytest session (building the binaries first if they are
 missing: a failed build makes the tests error, never skip); `namespace` gives each test a fresh
 namespace and deletes it afterwards (its pods at once, so the next test finds the nodes free).
+`lws_cluster` is a second control plane with the LeaderWorkerSet controller and two more 8-GPU
+nodes, started only for the tests that ask for it (with `lws_namespace` and `lws_crd`).
 """
 
 from __future__ import annotations
@@ -48,8 +50,29 @@ def _wait_for_default_service_account(cluster: Cluster, namespace: str, timeout:
     raise TimeoutError(f"no default ServiceAccount in {namespace} after {timeout}s")
 
 
+@pytest.fixture(scope="session")
+def lws_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    started = time.monotonic()
+    running = start_cluster(tmp_path_factory.mktemp("lws-cluster"), with_lws=True)
+    print(f"\ncluster with LeaderWorkerSet up in {time.monotonic() - started:.1f}s at "
+          f"{running.server}", flush=True)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _fresh_namespace(cluster, request)
+
+
+@pytest.fixture
+def lws_namespace(lws_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from _fresh_namespace(lws_cluster, request)
+
+
+def _fresh_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     name = _namespace_name(request.node.name)
     cluster.kubectl("create", "namespace", name)
     _wait_for_default_service_account(cluster, name, timeout=30)
@@ -73,6 +96,15 @@ def _delete_namespace(cluster: Cluster, name: str) -> None:
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> None:
     """The ModelDeployment CRD, installed once per session and established."""
+    _install_crd(cluster)
+
+
+@pytest.fixture(scope="session")
+def lws_crd(lws_cluster: Cluster) -> None:
+    _install_crd(lws_cluster)
+
+
+def _install_crd(cluster: Cluster) -> None:
     root = Path(__file__).resolve().parent.parent
     cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
     # `kubectl wait` fails at once on a CRD whose status has no conditions yet: ask again

@@ -112,3 +112,10 @@ def make_pki(directory: Path, clients: list[ClientIdentity]) -> Pki:
     }
     sa_key, sa_pub = _make_service_account_keys(directory)
     return Pki(ca, _make_serving(ca, directory), client_pairs, sa_key, sa_pub)
+
+
+def make_loopback_serving(ca: KeyPair, directory: Path, name: str) -> KeyPair:
+    """A serving pair for a server on 127.0.0.1 (a webhook the API server calls by URL)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    extensions = ["extendedKeyUsage=serverAuth", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    return _make_leaf(ca, directory, name, f"/CN={name}", extensions)

@@ -29,10 +29,11 @@ from pathlib import Path
 import yaml
 
 import components
+import lws
 from certs import ClientIdentity, Pki, make_pki
 from components import Kubeconfigs, Ports
 from kubeapi import ApiClient, ApiError, Credentials
-from nodes import NODES
+from nodes import LWS_NODES, NODES, NodeSpec
 from processes import Process, spawn, stop, stop_all
 from provisioner import storage_class_manifest
 
@@ -47,6 +48,7 @@ CLIENTS = [
     ClientIdentity("scheduler", "system:kube-scheduler"),
     ClientIdentity("kwok", "kwok-controller", ("system:masters",)),
     ClientIdentity("provisioner", "modeldeploy-fake-provisioner", ("system:masters",)),
+    ClientIdentity("lws", "lws-controller-manager", ("system:masters",)),
     ClientIdentity(components.FRONT_PROXY_CLIENT, components.FRONT_PROXY_CLIENT),
 ]
 
@@ -304,7 +306,7 @@ def _api_true(check: Callable[[], bool]) -> Callable[[], bool]:
     return ready
 
 
-def _nodes_ready(api: ApiClient) -> bool:
+def _nodes_ready(api: ApiClient, nodes: tuple[NodeSpec, ...]) -> bool:
     ready = set()
     for node in api.items("/api/v1/nodes"):
         conditions = node.get("status", {}).get("conditions") or []
@@ -314,7 +316,7 @@ def _nodes_ready(api: ApiClient) -> bool:
             c["type"] == "Ready" and c["status"] == "True" for c in conditions
         ):
             ready.add(node["metadata"]["name"])
-    return ready >= {spec.name for spec in NODES}
+    return ready >= {spec.name for spec in nodes}
 
 
 def _create(api: ApiClient, path: str, body: dict[str, object]) -> None:
@@ -360,11 +362,55 @@ def _start_controllers(starter: _Starter, pki: Pki, ports: Ports, kubeconfigs: K
         starter.wait(f"{process.name} /healthz", _healthz(port), process, timeout=60)
 
 
-def _start_kwok(starter: _Starter, kubeconfigs: Kubeconfigs, api: ApiClient) -> None:
-    for node in NODES:
+def _start_kwok(starter: _Starter, kubeconfigs: Kubeconfigs, api: ApiClient,
+                nodes: tuple[NodeSpec, ...]) -> None:
+    for node in nodes:
         _create(api, "/api/v1/nodes", node.manifest())
     process = starter.spawn("kwok", components.kwok(starter.bin_dir, kubeconfigs.kwok, KWOK_STAGES))
-    starter.wait("kwok nodes Ready", _api_true(lambda: _nodes_ready(api)), process, timeout=60)
+    starter.wait("kwok nodes Ready", _api_true(lambda: _nodes_ready(api, nodes)), process,
+                 timeout=60)
+
+
+def _crd_established(api: ApiClient, name: str) -> bool:
+    crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (crd.get("status") or {}).get("conditions") or [])
+
+
+def _lws_webhooks_answer(api: ApiClient) -> bool:
+    """A dry-run create of a LeaderWorkerSet passes through its mutating and validating
+    webhooks: it succeeds once the controller serves them."""
+    path = f"/apis/{lws.GROUP}/v1/namespaces/default/leaderworkersets?dryRun=All"
+    try:
+        api.create(path, lws.probe_object("default"))
+    except ApiError:
+        return False
+    return True
+
+
+def _start_lws(starter: _Starter, pki: Pki, server: str, api: ApiClient) -> None:
+    """The LeaderWorkerSet controller: its CRDs, the process, then its webhooks by URL."""
+    crds = lws.crd_dir(starter.bin_dir)
+    for path in sorted(crds.glob("*.yaml")):
+        _create(api, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                yaml.safe_load(path.read_text()))
+    work = starter.workdir / "lws"
+    work.mkdir(parents=True, exist_ok=True)
+    kubeconfig = write_kubeconfig(work / "lws.kubeconfig", server, pki, "lws")
+    webhook_port, health_port = lws.free_port(), lws.free_port()
+    config = lws.write_config(work, pki.ca, webhook_port, health_port)
+    owner = starter.processes[-1]
+    for name in lws.CRD_NAMES:
+        starter.wait(f"CRD {name} Established (from {crds})",
+                     _api_true(lambda name=name: _crd_established(api, name)), owner, timeout=60)
+    process = starter.spawn("lws-controller", lws.argv(starter.bin_dir, kubeconfig, config))
+    ready = f"http://127.0.0.1:{health_port}/readyz"
+    starter.wait("lws-controller /readyz", lambda: _http_ok(ready), process, timeout=60)
+    for body in lws.webhook_configurations(webhook_port, pki.ca):
+        plural = body["kind"].lower() + "s"
+        _create(api, f"/apis/admissionregistration.k8s.io/v1/{plural}", body)
+    starter.wait("the LeaderWorkerSet webhooks", lambda: _lws_webhooks_answer(api), process,
+                 timeout=60)
 
 
 def _start_provisioner(starter: _Starter, credentials: Credentials, api: ApiClient) -> None:
@@ -392,7 +438,7 @@ def _client(server: str, pki: Pki, name: str) -> tuple[Credentials, ApiClient]:
     return credentials, ApiClient(credentials)
 
 
-def _start_all(starter: _Starter) -> Cluster:
+def _start_all(starter: _Starter, with_lws: bool) -> Cluster:
     workdir = starter.workdir
     pki = make_pki(workdir / "pki", CLIENTS)
     ports = Ports.free()
@@ -403,9 +449,11 @@ def _start_all(starter: _Starter) -> Cluster:
     _start_etcd(starter, ports)
     _start_apiserver(starter, pki, ports, api)
     _start_controllers(starter, pki, ports, kubeconfigs)
-    _start_kwok(starter, kubeconfigs, api)
+    _start_kwok(starter, kubeconfigs, api, NODES + LWS_NODES if with_lws else NODES)
     _start_provisioner(starter, _client(server, pki, "provisioner")[0], api)
     _wait_default_service_account(starter, api)
+    if with_lws:
+        _start_lws(starter, pki, server, api)
 
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_bytes(kubeconfigs.admin.read_bytes())
@@ -414,11 +462,14 @@ def _start_all(starter: _Starter) -> Cluster:
 
 
 def start_cluster(
-    workdir: Path, bin_dir: Path | None = None, *, die_with_parent: bool = True
+    workdir: Path, bin_dir: Path | None = None, *, die_with_parent: bool = True,
+    with_lws: bool = False,
 ) -> Cluster:
     """Starts a cluster whose state lives in WORKDIR (created if missing).
 
     bin_dir: prebuilt binaries; by default ./build runs first (it only builds what is missing).
+    with_lws: also the LeaderWorkerSet controller (its CRDs and webhooks) and two more
+    8-GPU nodes (nodes.LWS_NODES) for groups of pods that span nodes.
     die_with_parent: the kernel kills the components when this process dies, even by SIGKILL;
     `up` turns it off so that the cluster outlives it. Either way stop() stops it, and so does
     interpreter exit (atexit) when die_with_parent is on.
@@ -427,7 +478,7 @@ def start_cluster(
     workdir.mkdir(parents=True, exist_ok=True)
     starter = _Starter(workdir, bin_dir or build_binaries(), die_with_parent)
     try:
-        cluster = _start_all(starter)
+        cluster = _start_all(starter, with_lws)
     except BaseException:
         stop_all(starter.processes)
         raise

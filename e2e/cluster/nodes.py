@@ -94,3 +94,10 @@ NODES: tuple[NodeSpec, ...] = (
     # stands for a pool of CPU machines: room for benchmarks of ~1000 small pods
     NodeSpec(name="cpu-0", address="10.240.0.4", cpu="512", memory="2Ti", pods=2000),
 )
+
+# Added only to a cluster started with the LeaderWorkerSet controller: a model larger than one
+# node is served by a group of pods, one per node (8 x 40 GB each, as A100-40GB machines).
+LWS_NODES: tuple[NodeSpec, ...] = (
+    _gpu_node("gpu-8x40-a", "10.240.0.5", 8, A100_40GB),
+    _gpu_node("gpu-8x40-b", "10.240.0.6", 8, A100_40GB),
+)

@@ -446,3 +446,22 @@ def test_readme_documents_every_value() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # images (no Docker here: what can be checked without building)
+
+
+LWS_RULE = {"apiGroups": ["leaderworkerset.x-k8s.io"], "resources": ["leaderworkersets"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"]}
+
+
+@pytest.mark.parametrize("mode", ["default", "namespaced"])
+def test_leader_worker_set_rules_only_when_enabled(helm: Helm, rendered: dict[str, list[Obj]],
+                                                   mode: str) -> None:
+    kind = "ClusterRole" if mode == "default" else "Role"
+    for role in _all(rendered[mode], kind):
+        assert LWS_RULE not in role["rules"]
+    enabled = _render(helm, "-f", str(CI_VALUES[mode]), "--set", "rbac.leaderWorkerSets=true")
+    roles = _all(enabled, kind)
+    assert roles and all(role["rules"] == [*role_rules(mode), LWS_RULE] for role in roles)
+
+
+def role_rules(mode: str) -> list[Obj]:
+    return CLUSTER_RULES + NAMESPACED_RULES if mode == "default" else NAMESPACED_RULES

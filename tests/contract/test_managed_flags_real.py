@@ -28,7 +28,10 @@ ABBREVIATIONS_ON = {"sglang": {"SGLANG_PROBE_ABBREVIATIONS": "1"},
 SENTINELS = {"tensor_parallel_size": "2", "tp_size": "2", "max_model_len": "777",
              "context_length": "777", "port": "4321", "host": "203.0.113.7",
              "served_model_name": "sentinel-name", "model": "/sentinel",
-             "model_path": "/sentinel", "quantization": "8-bit"}
+             "model_path": "/sentinel", "quantization": "8-bit",
+             # a multi-node group's settings
+             "pipeline_parallel_size": "2", "nnodes": "2", "node_rank": "1",
+             "master_addr": "203.0.113.9", "dist_init_addr": "203.0.113.9:5000"}
 
 
 def spellings(flag: str) -> set[str]:

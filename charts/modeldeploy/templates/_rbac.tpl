@@ -46,6 +46,12 @@ ClusterRole in cluster-wide mode).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rbac.leaderWorkerSets }}
+# multi-node replicas (gpu.nodes > 1): the operator's LeaderWorkerSets
+- apiGroups: ["leaderworkerset.x-k8s.io"]
+  resources: ["leaderworkersets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
 {{- end }}
 
 {{/* "modeldeploy.clusterRules": cluster-scoped reads the operator framework (kopf) needs in

@@ -36,6 +36,8 @@ PRINTER_COLUMNS = [
     {"name": "Engine", "type": "string", "jsonPath": ".status.resolved.engine"},
     {"name": "GPUs", "type": "integer", "jsonPath": ".status.resolved.gpusPerReplica",
      "description": "GPUs per replica"},
+    {"name": "Split", "type": "string", "jsonPath": ".status.resolved.split", "priority": 1,
+     "description": "How a replica larger than one node is split (nodes x GPUs, TP x PP)"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "priority": 1},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Download", "type": "integer", "jsonPath": ".status.download.percent",

@@ -30,6 +30,8 @@ class Reason:
     INVALID_CACHE_SIZE = "InvalidCacheSize"
     INVALID_REVISION = "InvalidRevision"
     INVALID_SPEC = "InvalidSpec"
+    ENGINE_NOT_MULTI_NODE = "EngineNotMultiNode"
+    CACHE_NOT_SHARED = "CacheNotShared"
 
 
 class Why:
@@ -67,6 +69,7 @@ class Why:
     # the API server refused the write of one child (the others are still written)
     APPLY_FAILED = "ApplyFailed"
     RECONCILE_ERROR = "ReconcileError"
+    LWS_MISSING = "LeaderWorkerSetMissing"
 
 
 # Reasons of conditions that are not (yet) true on the normal way to Ready: no Warning event.

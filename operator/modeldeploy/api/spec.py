@@ -220,6 +220,12 @@ class GPUSpec(_Model):
         default=None, ge=1, le=64,
         description="GPUs per replica. Left out: sized from the model's weights and the usable "
                     "memory of one GPU. When given it is validated the same way.")
+    nodes: int | None = Field(
+        default=None, ge=1, le=16,
+        description="Nodes per replica. Left out: one node when the replica's GPUs fit on one "
+                    "(the operator's maxGpusPerNode), else the fewest nodes that hold them. "
+                    "More than one is served by a LeaderWorkerSet (vLLM or SGLang) and needs "
+                    "cache.accessMode ReadWriteMany.")
     memoryGiB: float | None = Field(
         default=None, gt=0, le=1024,
         description="Memory of one GPU in GiB (default: the operator's, 80).")
@@ -405,6 +411,9 @@ class ResolvedPlan(_Model):
     image: str | None = None
     gpusPerReplica: int | None = None
     tensorParallelSize: int | None = None
+    nodesPerReplica: int | None = None
+    pipelineParallelSize: int | None = None
+    split: str | None = None
     maxModelLen: int | None = None
     cacheClaim: str | None = None
     servedModelName: str | None = None

@@ -17,6 +17,11 @@ from .flags import FlagSyntax, managed_flag
 ENGINE_PORT = 8000
 HOME_DIR = "/home/engine"
 
+# What the LeaderWorkerSet controller's pod webhook sets in every container of a group; the
+# kubelet expands $(NAME) in a command from the container's environment.
+LEADER_ADDRESS = "$(LWS_LEADER_ADDRESS)"
+WORKER_INDEX = "$(LWS_WORKER_INDEX)"
+
 # Environment the operator sets in every engine container, and why a spec may not change it.
 OPERATOR_ENV: Mapping[str, tuple[str, str]] = {
     "HF_HUB_OFFLINE": ("1", "the engine reads the weights from the cache only; spec.hub and "
@@ -39,6 +44,10 @@ class EngineInput:
     # the catalog's default arguments, then the user's, so a user's later flag wins
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    # one replica over several nodes: one pod per node, the leader (rank 0) serves the API
+    nodes: int = 1
+    pipeline_parallel: int = 1
+    worker: bool = False  # the command of the pods that are not the leader
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class EngineModule:
     run_as_non_root: bool = False
     health_path: str = "/health"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # serves one replica across nodes; tensor parallel over every GPU of the group (else
+    # within a node, with pipeline parallelism across the nodes)
+    multi_node: bool = False
+    tp_across_nodes: bool = False
 
     def command(self, given: EngineInput) -> list[str]:
         raise NotImplementedError

@@ -27,7 +27,7 @@ from ..api import (
 from ..cache.naming import cache_claim_name
 from ..catalog import Catalog, EngineRule, Family, Spec, format_size
 from ..config import OperatorConfig
-from ..engines import EngineInput, engine_module
+from ..engines import EngineInput, EngineModule, engine_module
 from ..loader import InvalidArgument, validate_revision
 from .sizing import (
     GIB,
@@ -92,10 +92,28 @@ class Plan:
     placement: Placement
     engine_input: EngineInput
     endpoint: str
+    # a replica of more than one node is a group of pods (a LeaderWorkerSet), one per node,
+    # each with `gpus` GPUs
+    nodes: int = 1
+    pipeline_parallel: int = 1
 
     @property
     def quantization(self) -> str:
         return self.spec.quantization
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.gpus * self.nodes
+
+    @property
+    def split(self) -> str:
+        """How one replica is split: ``2 nodes x 8 GPUs, TP 8 x PP 2``."""
+        return (f"{self.nodes} nodes x {self.gpus} GPUs, TP {self.tensor_parallel} x "
+                f"PP {self.pipeline_parallel}")
 
     @property
     def title(self) -> str:
@@ -132,13 +150,19 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
         family.memoryHeadroom if family.memoryHeadroom is not None else config.memoryHeadroom,
         spec.gpu.memoryGiB or config.gpuMemoryGiB, config.usableGpuFraction)
     title = describe(family.name, spec.format, spec.sizeInBillions, spec.quantization)
-    gpus = _gpus(spec, cat_spec, need, module.tensor_parallel, config, title)
+    access_mode = (spec.cache.accessMode or config.cacheAccessMode).value
+    gpus, nodes = _layout(spec, cat_spec, need, module, config, title, access_mode,
+                          catalog.engines_allowed(family, cat_spec, spec.quantization))
     revision = _revision(spec, source.revision)
     image = _image(spec, engine, rule, config)
     too_old = catalog.engine_version_problem(engine, rule, image)
     if too_old:
         raise PlanError(Reason.ENGINE_TOO_OLD, f"{title}: {too_old}")
     tensor_parallel = gpus if module.tensor_parallel else 1
+    pipeline_parallel = 1
+    if nodes > 1:  # a node's GPUs are tensor parallel; across nodes: pipeline or tensor
+        tensor_parallel, pipeline_parallel = (gpus * nodes, 1) if module.tp_across_nodes \
+            else (gpus, nodes)
     max_model_len = _max_model_len(spec, family)
     served = spec.servedModelName or name
     return Plan(
@@ -153,8 +177,10 @@ def make_plan(name: str, namespace: str, spec: ModelDeploymentSpec, catalog: Cat
             model_path=f"{CACHE_MOUNT}/{WEIGHTS_DIR}", served_model_name=served,
             tensor_parallel=tensor_parallel, max_model_len=max_model_len,
             quantization=spec.quantization, trust_remote_code=family.trustRemoteCode,
-            args=(*rule.args, *spec.engineArgs), env=dict(rule.env)),
+            args=(*rule.args, *spec.engineArgs), env=dict(rule.env),
+            nodes=nodes, pipeline_parallel=pipeline_parallel),
         endpoint=f"http://{name}.{namespace}.svc.{config.clusterDomain}:{spec.port}/v1",
+        nodes=nodes, pipeline_parallel=pipeline_parallel,
     )
 
 
@@ -240,8 +266,88 @@ def _too_big(title: str, need: GpuNeed, memory: str, per_gpu: str, limit: int,
     return PlanError(
         Reason.NO_GPU_FITS,
         f"{title} needs about {memory}: {need.minimum_gpus} GPUs at {per_gpu} each, but a "
-        f"node holds at most {limit} (multi-node serving is not supported); use GPUs with "
-        f"more memory (gpu.memoryGiB), a smaller or quantized spec")
+        f"node holds at most {limit} (gpu.nodes spreads a replica over several nodes); use "
+        f"GPUs with more memory (gpu.memoryGiB), a smaller or quantized spec")
+
+
+# How many nodes one replica may span when the planner chooses.
+MAX_NODES = 16
+SHARED_CACHE_MODES = ("ReadWriteMany",)
+SHARED_STORAGE = "NFS, CephFS, Amazon EFS, Google Filestore, Lustre"
+
+
+def _layout(spec: ModelDeploymentSpec, cat_spec: Spec, need: GpuNeed, module: EngineModule,
+            config: OperatorConfig, title: str, access_mode: str,
+            allowed: list[Engine]) -> tuple[int, int]:
+    """(GPUs per node, nodes) of one replica: one node whenever it fits (as before), else
+    the fewest nodes that hold it (or the user's gpu.nodes)."""
+    tensor_parallel = module.tensor_parallel
+    asked = spec.gpu.nodes
+    limit = config.maxGpusPerNode
+    if asked is None or asked == 1:
+        try:
+            return _gpus(spec, cat_spec, need, tensor_parallel, config, title), 1
+        except PlanError as err:
+            if asked == 1 or err.reason != Reason.NO_GPU_FITS:
+                raise
+            too_big = err
+    else:
+        too_big = None
+    gpus, nodes = _nodes(spec, cat_spec, need, module, limit, title, asked, too_big)
+    layout = f"{nodes} nodes x {gpus} GPUs"
+    # when the planner chose to go beyond one node, the refusal says why it had to
+    before = f"{too_big.message.split(' (gpu.nodes')[0]}; " if too_big is not None else ""
+    if not module.multi_node:
+        able = [e.value for e in allowed if engine_module(e).multi_node]
+        engines = f"engines that can: {', '.join(able)}" if able else \
+            "no engine that serves it can"
+        raise PlanError(Reason.ENGINE_NOT_MULTI_NODE,
+                        f"{before}{title} needs {layout}, but {module.engine.value} cannot "
+                        f"serve one replica across nodes; {engines} (spec.engine)")
+    if access_mode not in SHARED_CACHE_MODES:
+        reason = Reason.NO_GPU_FITS if too_big is not None else Reason.CACHE_NOT_SHARED
+        raise PlanError(reason,
+                        f"{before}{title} on {layout} needs a cache every node can mount, and "
+                        f"cache.accessMode is {access_mode}: set cache.accessMode: "
+                        f"ReadWriteMany with a StorageClass that offers it ({SHARED_STORAGE})")
+    if spec.autoscaling is not None:
+        raise PlanError(Reason.INVALID_SPEC,
+                        f"autoscaling scales replicas of one node; {title} on {layout} per "
+                        f"replica scales with spec.replicas: leave autoscaling out")
+    return gpus, nodes
+
+
+def _nodes(spec: ModelDeploymentSpec, cat_spec: Spec, need: GpuNeed, module: EngineModule,
+           limit: int, title: str, asked: int | None,
+           too_big: PlanError | None) -> tuple[int, int]:
+    heads = cat_spec.attentionHeads
+
+    def valid(gpus: int, nodes: int) -> bool:
+        size = gpus * nodes if module.tp_across_nodes else gpus
+        return not module.tensor_parallel or valid_tensor_parallel(size, heads)
+
+    count = spec.gpu.count
+    choices = [asked] if asked is not None else list(range(2, MAX_NODES + 1))
+    for nodes in choices:
+        if count is not None:
+            if count % nodes == 0 and count // nodes <= limit and valid(count // nodes, nodes):
+                return count // nodes, nodes
+            continue
+        for gpus in _tp_sizes(None, limit):
+            if gpus * nodes >= need.minimum_gpus and valid(gpus, nodes):
+                return gpus, nodes
+    if too_big is not None and count is None:
+        raise too_big
+    memory = f"{need.required_gib:.0f} GiB ({need.weights_gib:.0f} GiB of weights + headroom)"
+    what = f"gpu.count {count} on " if count is not None else ""
+    where = f"{asked} nodes" if asked is not None else f"at most {MAX_NODES} nodes"
+    rule = ("the GPUs of all nodes together" if module.tp_across_nodes
+            else "the GPUs of one node")
+    raise PlanError(Reason.INVALID_GPU_COUNT,
+                    f"{title} needs about {memory}, {need.minimum_gpus} GPUs at "
+                    f"{need.usable_per_gpu_gib:.0f} GiB usable each: {what}{where} of at most "
+                    f"{limit} GPUs gives no layout where {rule} are a power of two"
+                    f"{_heads_clause(heads)} and every node has the same number")
 
 
 def _heads_clause(heads: int | None) -> str:

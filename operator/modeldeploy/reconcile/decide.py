@@ -40,6 +40,7 @@ from ..objects import Owner, Owners
 from ..plan import Plan
 from ..render.service import service
 from ..render.serving import deployment
+from .multinode import group_actions, group_snapshot, missing_assessment, retire_group
 from .ownership import (
     conflict_message,
     deployment_actions,
@@ -48,7 +49,7 @@ from .ownership import (
     service_actions,
     with_template_hash,
 )
-from .read import CLAIM, DEPLOYMENT, JOB, SERVICE, Snapshot
+from .read import CLAIM, DEPLOYMENT, JOB, LEADER_WORKER_SET, SERVICE, Snapshot
 from .status import Assessment, assess, condition, merge
 
 Obj = dict[str, Any]
@@ -93,10 +94,13 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
                  *download_identity(plan, owners.cache), wanted_deployment, wanted_service]
         return _conflict(body, old, plan, conflicts, snap.taken, named, now)
     actions = cache_actions(plan, owners, complete, snap.claim, snap.job, snap.job_pods)
-    if complete:
+    if complete and plan.multi_node:
+        actions += group_actions(plan, owners.controller, snap)
+    elif complete:
         autoscaled = autoscaled_actions(plan.spec, wanted_deployment, snap.deployment)
         actions += deployment_actions(wanted_deployment, snap.deployment) \
             if autoscaled is None else autoscaled
+        actions += retire_group(plan, snap)
     else:  # a Deployment on a deleted claim goes until the weights are back
         actions += lost_deployment_actions(me, plan, snap.claim, snap.deployment,
                                            snap.owned)
@@ -114,7 +118,12 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
     if snap.claim is None:  # being created: the status says it waits for it to be bound
         snap = replace(snap, claim=cache_claim(plan, []))
     replicas = desired_replicas(plan.spec, snap.deployment)
-    assessment = scaling_phase(plan.spec, assess(snap, complete, replicas, plan, view))
+    if plan.multi_node:
+        assessment = assess(group_snapshot(snap), complete, replicas, plan, view)
+        if complete and not snap.lws_installed:
+            assessment = missing_assessment(plan, assessment, snap.lws_forbidden)
+    else:
+        assessment = scaling_phase(plan.spec, assess(snap, complete, replicas, plan, view))
     status, events = _status(body, old, plan, assessment, now)
     if view.note is not None and view.note not in _message_of(old, CACHE_READY):
         events.append(Event("Warning", Why.CACHE_CLAIM_DIFFERS, view.note))
@@ -124,7 +133,8 @@ def decide(body: Obj, plan: Plan | PlanError, snap: Snapshot, cache_users: list[
 def _held(snap: Snapshot) -> set[tuple[str, str]]:
     """The objects of the snapshot, by (kind, name): they are ours (the watches see them)."""
     live = [(CLAIM, snap.claim), (JOB, snap.job), (DEPLOYMENT, snap.deployment),
-            (SERVICE, snap.service), *((CLAIM, claim) for claim, _ in snap.owned),
+            (SERVICE, snap.service), (LEADER_WORKER_SET, snap.lws),
+            *((CLAIM, claim) for claim, _ in snap.owned),
             *((JOB, job) for _, job in snap.owned)]
     return {(kind, obj["metadata"]["name"]) for kind, obj in live if obj is not None}
 
@@ -141,9 +151,12 @@ def _conflict(body: Obj, old: ModelDeploymentStatus, plan: Plan,
     by_key = {(obj["kind"], obj["metadata"]["name"]): obj for obj in named}
     checks: list[Action] = [Check(by_key[key]) for key in sorted(taken) if key in by_key]
     return Decision(checks, status, events)
+
+
 def resolved_condition(plan: Plan) -> Condition:
-    return condition(RESOLVED, True, Why.RESOLVED,
-                     f"{plan.title} on {plan.engine.value}: {plan.gpus} GPU(s) per replica")
+    split = f"{plan.split} per replica" if plan.multi_node else \
+        f"{plan.gpus} GPU(s) per replica"
+    return condition(RESOLVED, True, Why.RESOLVED, f"{plan.title} on {plan.engine.value}: {split}")
 
 
 def _status(body: Obj, old: ModelDeploymentStatus, plan: Plan | None, assessment: Assessment,
@@ -175,9 +188,12 @@ def _status(body: Obj, old: ModelDeploymentStatus, plan: Plan | None, assessment
 def _resolved(plan: Plan) -> ResolvedPlan:
     return ResolvedPlan(
         modelId=plan.model_id, revision=plan.revision, hub=plan.hub, engine=plan.engine,
-        image=plan.image, gpusPerReplica=plan.gpus, tensorParallelSize=plan.tensor_parallel,
+        image=plan.image, gpusPerReplica=plan.gpus_per_replica,
+        tensorParallelSize=plan.tensor_parallel,
         maxModelLen=plan.max_model_len, cacheClaim=plan.cache.claim_name,
-        servedModelName=plan.served_model_name)
+        servedModelName=plan.served_model_name,
+        **({"nodesPerReplica": plan.nodes, "pipelineParallelSize": plan.pipeline_parallel,
+            "split": plan.split} if plan.multi_node else {}))
 
 
 def _reason_of(status: ModelDeploymentStatus, kind: str) -> str | None:

@@ -29,7 +29,8 @@ JOB = "Job"
 DEPLOYMENT = "Deployment"
 SERVICE = "Service"
 POD = "Pod"
-KINDS = (MODEL_DEPLOYMENT, CLAIM, JOB, DEPLOYMENT, SERVICE, POD)
+LEADER_WORKER_SET = "LeaderWorkerSet"  # the serving object of a replica larger than a node
+KINDS = (MODEL_DEPLOYMENT, CLAIM, JOB, DEPLOYMENT, SERVICE, POD, LEADER_WORKER_SET)
 JOB_NAME_LABEL = "job-name"
 
 
@@ -49,6 +50,9 @@ class Snapshot:
     # names of ours held by objects the watches do not show (found by a refused create or a
     # check), by (kind, name): why each is not ours
     taken: dict[tuple[str, str], str] = field(default_factory=dict)
+    lws: Obj | None = None
+    lws_installed: bool = True  # whether the API serves LeaderWorkerSets (multi-node plans)
+    lws_forbidden: bool = False  # RBAC does not let the operator manage them
 
 
 def trim(kind: str, body: Obj) -> Obj:
@@ -83,6 +87,8 @@ class Store:
         default_factory=lambda: defaultdict(dict))
     # when a pending claim's events were last listed, and what they were
     claim_events: dict[Key, tuple[float, list[Obj]]] = field(default_factory=dict)
+    # kinds whose API may be missing (LeaderWorkerSet): when last asked, and the answer
+    apis: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.objects[kind].get((namespace, name))
@@ -162,6 +168,7 @@ def snapshot(store: Store, plan: Plan, uid: str) -> Snapshot:
         pods=store.pods(ns, DEPLOYMENT_LABEL, plan.name),
         service=store.get(SERVICE, ns, plan.name),
         owned=owned,
+        lws=store.get(LEADER_WORKER_SET, ns, plan.name),
     )
 
 

@@ -7,12 +7,15 @@ from typing import Any
 from ..labels import common_labels, serving_labels
 from ..objects import metadata
 from ..plan import Plan
+from .lws import leader_selector
 
 Obj = dict[str, Any]
 
 
 def service(plan: Plan, owner: Obj | None) -> Obj:
     selector = serving_labels(plan.name)
+    # a group of pods across nodes serves from its leader
+    pods = leader_selector(plan.name) if plan.multi_node else selector
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -21,7 +24,7 @@ def service(plan: Plan, owner: Obj | None) -> Obj:
                              [owner] if owner else []),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector,
+            "selector": pods,
             "ports": [{"name": "http", "port": plan.spec.port, "targetPort": "http",
                        "protocol": "TCP", "appProtocol": "http"}],
         },

@@ -98,7 +98,8 @@ GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU, set by GPU feature di
 
 def min_gpu_memory_mib(plan: Plan) -> int:
     """The smallest GPU this replica fits on, given how its memory need is split."""
-    return int(plan.need.required_gib / plan.gpus / plan.need.usable_fraction * 1024)
+    return int(plan.need.required_gib / plan.gpus_per_replica / plan.need.usable_fraction
+               * 1024)
 
 
 def gpu_memory_affinity(plan: Plan) -> Obj:

@@ -21,7 +21,15 @@ import kopf
 
 from .. import GROUP, PLURAL, VERSION
 from ..labels import MANAGED_BY, MANAGED_BY_VALUE
-from ..reconcile.read import CLAIM, DEPLOYMENT, JOB, MODEL_DEPLOYMENT, POD, SERVICE
+from ..reconcile.read import (
+    CLAIM,
+    DEPLOYMENT,
+    JOB,
+    LEADER_WORKER_SET,
+    MODEL_DEPLOYMENT,
+    POD,
+    SERVICE,
+)
 from .kube import Kube
 from .metrics import QUEUE_DEPTH, RESYNC_PASSES, WATCH_EVENTS
 from .operator import Obj, Operator
@@ -133,6 +141,11 @@ WATCHED: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
     DEPLOYMENT: (("apps", "v1", "deployments"), MANAGED),
     SERVICE: (("v1", "services"), MANAGED),
     POD: (("v1", "pods"), MANAGED),
+    # served only where LeaderWorkerSet is installed: kopf watches a kind the API lacks once
+    # its CRD appears, and until then warns and serves the others. Registered only when the
+    # operator may list and watch it (watch_leader_worker_sets): a watch RBAC refuses would
+    # hold every other handler back, kopf waiting for its first listing.
+    LEADER_WORKER_SET: (("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"), MANAGED),
 }
 
 
@@ -149,4 +162,9 @@ def _register(kind: str, resource: tuple[str, ...], labels: dict[str, str] | Non
 
 
 for _kind, (_resource, _labels) in WATCHED.items():
-    _register(_kind, _resource, _labels)
+    if _kind != LEADER_WORKER_SET:
+        _register(_kind, _resource, _labels)
+
+
+def watch_leader_worker_sets() -> None:
+    _register(LEADER_WORKER_SET, *WATCHED[LEADER_WORKER_SET])

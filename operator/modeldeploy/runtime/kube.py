@@ -6,10 +6,12 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import ApiError, AsyncClient, codecs
+from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.core.resource import NamespacedResourceG
 from lightkube.generic_resource import Generic, create_api_info, create_namespaced_resource
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import (
     Event,
@@ -39,6 +41,15 @@ KINDS: dict[str, Any] = {
     "Role": Role,
     "RoleBinding": RoleBinding,
 }
+
+# the status error of lightkube's HTTP library (ApiError's base class): what a path the API does
+# not serve raises, with no Status body to make an ApiError of
+HTTPStatusError: type[Exception] = ApiError.__bases__[0]
+
+LeaderWorkerSet = create_namespaced_resource("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet",
+                                            "leaderworkersets")
+KINDS["LeaderWorkerSet"] = LeaderWorkerSet
+
 
 class _PartialDeployment(NamespacedResourceG, Generic):  # type: ignore[misc]
     """A Deployment as a plain dict, for an apply of a few of its fields."""
@@ -83,6 +94,18 @@ class Kube:
         found = self.client.list(KINDS[kind], namespace=namespace, labels=selectors,
                                  fields=field_selectors)
         return [_as_dict(o) async for o in found]
+
+    async def served(self, kind: str, namespace: str) -> bool:
+        """Whether the API serves KIND (False when its CRD is not installed: 404)."""
+        self._count("list", kind)
+        try:
+            async for _ in self.client.list(KINDS[kind], namespace=namespace, chunk_size=1):
+                break
+        except HTTPStatusError as err:  # lightkube's ApiError is one too
+            if getattr(getattr(err, "response", None), "status_code", None) == 404:
+                return False
+            raise
+        return True
 
     async def apply(self, obj: Obj, field_manager: str | None = None,
                     partial: bool = False) -> Obj:
@@ -150,6 +173,27 @@ class Kube:
             "reportingComponent": FIELD_MANAGER, "reportingInstance": socket.gethostname(),
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         }))
+
+
+LWS_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+
+def may_manage_leader_worker_sets(namespaces: list[str]) -> bool:
+    """Whether RBAC lets this identity manage LeaderWorkerSets in every watched namespace (all
+    of them when none is named). Asked once at start (SelfSubjectAccessReview), whether or
+    not the CRD is installed."""
+    client = Client(field_manager=FIELD_MANAGER)
+    scopes: list[str | None] = list(namespaces) or [None]
+    for namespace in scopes:
+        for verb in LWS_VERBS:
+            review = SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(
+                resourceAttributes=ResourceAttributes(
+                    group="leaderworkerset.x-k8s.io", resource="leaderworkersets", verb=verb,
+                    namespace=namespace)))
+            answer = client.create(review)
+            if answer.status is None or not answer.status.allowed:
+                return False
+    return True
 
 
 def _as_dict(obj: Any) -> Obj:

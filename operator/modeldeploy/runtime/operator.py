@@ -23,6 +23,7 @@ from ..objects import Owner
 from ..plan import Plan, plan_for
 from ..reconcile.decide import Decision, Event, decide, with_failures
 from ..reconcile.execute import NameTaken, Writer, Written, execute, write_status
+from ..reconcile.multinode import lws_installed
 from ..reconcile.read import (
     KINDS,
     MODEL_DEPLOYMENT,
@@ -87,6 +88,7 @@ class Operator:
     # names each ModelDeployment would use that objects not its own hold (the watches do not
     # show those objects): (kind, name) -> why, until a check finds the name free
     taken: dict[Key, dict[tuple[str, str], str]] = field(default_factory=dict)
+    lws_allowed: bool = True  # RBAC lets it manage LeaderWorkerSets (checked at start)
     _posting: set[asyncio.Task[None]] = field(default_factory=set)
     _conflicts: dict[Key, int] = field(default_factory=dict)  # write conflicts in a row
 
@@ -195,6 +197,11 @@ class Operator:
         uid = body["metadata"]["uid"]
         snap = await read(self.store, self.kube, plan, uid)
         snap = replace(snap, taken=dict(self.taken.get(key) or {}))
+        if plan.multi_node and not self.lws_allowed:
+            snap = replace(snap, lws_installed=False, lws_forbidden=True)
+        elif plan.multi_node:
+            snap = replace(snap, lws_installed=await lws_installed(self.store, self.kube,
+                                                                   plan.namespace))
         return decide(body, plan, snap, self._cache_users(plan), now())
 
     def _cache_users(self, plan: Plan) -> list[Owner]:

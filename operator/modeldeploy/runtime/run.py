@@ -10,7 +10,8 @@ from prometheus_client import start_http_server
 
 from ..catalog import load_catalog
 from ..config import load_config
-from . import handlers  # noqa: F401  (registers the handlers with kopf)
+from . import handlers  # registers the handlers with kopf
+from .kube import may_manage_leader_worker_sets
 from .operator import Operator
 
 DEFAULT_RESYNC_SECONDS = 600.0
@@ -44,6 +45,13 @@ def run_operator(namespaces: list[str], config_path: Path | None, catalog_paths:
     if metrics_port:
         start_http_server(metrics_port)
     operator = Operator(catalog=catalog, config=config)
+    operator.lws_allowed = may_manage_leader_worker_sets(namespaces)
+    if operator.lws_allowed:
+        handlers.watch_leader_worker_sets()
+    else:
+        logging.getLogger("modeldeploy").warning(
+            "RBAC does not let the operator manage LeaderWorkerSets: replicas larger than one "
+            "node wait until it does (chart: rbac.leaderWorkerSets=true)")
     memo = kopf.Memo(operator=operator, resync_seconds=resync_seconds)
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo,
              liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None)
