@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
 from harness import Cluster, start_cluster
+from operator_process import OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +115,14 @@ def _install_crd(cluster: Cluster) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the ModelDeployment CRD was not established in 60s")
         time.sleep(0.5)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, crd: None, namespace: str,
+             tmp_path: Path) -> Iterator[OperatorProcess]:
+    """`modeldeploy run` watching the test's namespace."""
+    running = OperatorProcess(cluster, namespace, tmp_path).start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -7,11 +7,8 @@ hand."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from harness import Cluster
 from helpers import MD, apply, condition, get, items, lite, wait_available, wait_condition, wait_for
@@ -40,16 +37,6 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("cache-absurd", {"cache": {"size": "9000Ei"}}, "InvalidCacheSize",
      "times the weights"),
 ]
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crd: None, namespace: str,
-             tmp_path: Path) -> Iterator[OperatorProcess]:
-    running = OperatorProcess(cluster, namespace, tmp_path).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_refused_by_the_planner_with_nothing_created(cluster: Cluster, namespace: str,

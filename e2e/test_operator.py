@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,6 @@ from operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crd: None, namespace: str,
-             tmp_path: Path) -> Iterator[OperatorProcess]:
-    running = OperatorProcess(cluster, namespace, tmp_path).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from harness import Cluster
@@ -28,16 +25,6 @@ from helpers import (
 from operator_process import OperatorProcess
 
 Obj = dict[str, Any]
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crd: None, namespace: str,
-             tmp_path: Path) -> Iterator[OperatorProcess]:
-    running = OperatorProcess(cluster, namespace, tmp_path).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def _create(cluster: Cluster, namespace: str, doc: Obj) -> Obj:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,6 @@ import pytest
 from harness import Cluster
 from helpers import MD, apply, get, items, lite, wait_available, wait_condition, wait_for
 from operator_process import OperatorProcess
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crd: None, namespace: str,
-             tmp_path: Path) -> Iterator[OperatorProcess]:
-    running = OperatorProcess(cluster, namespace, tmp_path).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def _warnings(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
