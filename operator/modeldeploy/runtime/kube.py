@@ -76,6 +76,8 @@ _RAW: dict[str, Any] = {
     "ServiceAccount": _raw("", "v1", "ServiceAccount", "serviceaccounts"),
     "Role": _raw("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     "RoleBinding": _raw("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    "LeaderWorkerSet": _raw("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet",
+                            "leaderworkersets"),
 }
 
 
