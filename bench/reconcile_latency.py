@@ -210,12 +210,14 @@ def counter(operator: OperatorProcess, name: str) -> float:
 
 
 def settle(cluster: Cluster, namespace: str, count: int, timeout: float = 1200) -> float:
-    """Waits until every ModelDeployment shows phase Ready (replicas 0: scaled to zero)."""
+    """Waits until every ModelDeployment shows phase ScaledToZero (replicas 0: the cache is
+    complete and nothing more is to come)."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         listed = json.loads(cluster.kubectl("get", "modeldeployments", "-n", namespace,
                                             "-o", "json").stdout)["items"]
-        ready = sum(1 for md in listed if (md.get("status") or {}).get("phase") == "Ready")
+        ready = sum(1 for md in listed
+                    if (md.get("status") or {}).get("phase") == "ScaledToZero")
         if ready == count:
             return time.monotonic() - began
         time.sleep(2)
