@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ..api import ModelFormat
+from ..api.quantity import quantity_value
 
 GIB = 1024**3
 
@@ -79,16 +80,14 @@ def cache_size_gib(download_gib: float, margin: float) -> int:
     return max(1, math.ceil(download_gib * (1 + margin) + 1))
 
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-            "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-            "Ei": 2**60}
+# the storage quantities a PVC size takes here: a number and a unit, no exponent, no milli
+_STORAGE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
 def quantity_bytes(quantity: str) -> float | None:
     """Bytes of a storage quantity as Kubernetes writes it (``34Gi``, ``500G``, ``1e3`` is
     not one a PVC size takes here); None when it is not such a quantity."""
-    found = _QUANTITY.match(quantity)
-    if found is None:
+    if _STORAGE.match(quantity) is None:
         return None
-    return float(found.group(1)) * _FACTORS[found.group(2)]
+    value = quantity_value(quantity)
+    return None if value is None else float(value)
