@@ -148,15 +148,22 @@ def test_our_label_with_someone_elses_owner_is_not_ours(
     _unchanged(cluster, namespace, "service", users)
 
 
-def test_a_users_claim_with_the_cache_name_is_not_used(
-        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
-    # the cache's name, as the first ModelDeployment resolves it
+def _collected_cache_name(cluster: Cluster, namespace: str) -> str:
+    """The cache claim's name, as a first ModelDeployment resolves it, once that one and its
+    cache are gone again (the name is free for a user's object)."""
     apply(cluster, namespace, lite("first"))
     wait_available(cluster, namespace, "first")
-    claim_name = (get(cluster, MD, namespace, "first") or {})["status"]["resolved"]["cacheClaim"]
+    claim_name: str = (get(cluster, MD, namespace, "first") or {})["status"]["resolved"][
+        "cacheClaim"]
     cluster.kubectl("delete", "-n", namespace, f"{MD}/first", "--wait=true")
     wait_for("the cache to be collected", lambda: get(cluster, "pvc", namespace,
                                                       claim_name) is None, timeout=60)
+    return claim_name
+
+
+def test_a_users_claim_with_the_cache_name_is_not_used(
+        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    claim_name = _collected_cache_name(cluster, namespace)
     users = _create(cluster, namespace, {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim_name},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
@@ -336,12 +343,7 @@ def _creates(operator: OperatorProcess, kind: str) -> float:
 
 def test_a_users_job_with_the_download_name_leaves_nothing_half_made(
         cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
-    apply(cluster, namespace, lite("first"))
-    wait_available(cluster, namespace, "first")
-    claim_name = (get(cluster, MD, namespace, "first") or {})["status"]["resolved"]["cacheClaim"]
-    cluster.kubectl("delete", "-n", namespace, f"{MD}/first", "--wait=true")
-    wait_for("the cache to be collected", lambda: get(cluster, "pvc", namespace,
-                                                      claim_name) is None, timeout=60)
+    claim_name = _collected_cache_name(cluster, namespace)
     job_name = f"{claim_name}-dl"
     users = _create(cluster, namespace, {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name},
